@@ -1,0 +1,1 @@
+"""ABC notation: reading tune books, the canonical writer, tokenizers."""

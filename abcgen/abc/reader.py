@@ -1,0 +1,121 @@
+"""Tune books -> tunes -> music21 Streams.
+
+A tune book is split on ``X:`` lines; each tune keeps where it came from
+(file, X number, first line) so every later error can name it.  Field lines
+of the file header (before the first ``X:``) apply to every tune, as ABC 2.1
+says, so they are copied into each tune after its ``X:`` line.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import AbcParseError, InputError
+
+_X_LINE = re.compile(r"^X:\s*(\S*)")
+_FIELD_LINE = re.compile(r"^[A-Za-z]:")
+
+
+@dataclass(frozen=True)
+class Tune:
+    """One tune of a book: its ABC text and where it came from."""
+
+    text: str
+    file: str
+    x: str
+    line: int
+    title: str = ""
+
+    @property
+    def source(self) -> str:
+        return f"{self.file}:{self.line} X:{self.x}"
+
+
+def read_text(path: str | Path) -> str:
+    """Read a file as UTF-8, falling back to Latin-1 (some music21 corpus files are Latin-1)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", file=str(path)) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def split_book(text: str, file: str = "<string>") -> list[Tune]:
+    """Split a tune book into tunes.  Text with no ``X:`` line is one tune, numbered 1."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    starts = [i for i, ln in enumerate(lines) if _X_LINE.match(ln)]
+    if not starts:
+        body = "\n".join(lines).strip()
+        if not body:
+            return []
+        return [Tune(text="X:1\n" + body + "\n", file=file, x="1", line=1,
+                     title=_title(lines))]
+    header = [ln for ln in lines[: starts[0]]
+              if _FIELD_LINE.match(ln) and not ln.startswith(("X:", "T:"))]
+    tunes = []
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else len(lines)
+        chunk = lines[start:end]
+        while chunk and not chunk[-1].strip():
+            chunk.pop()
+        x = _X_LINE.match(chunk[0]).group(1) or str(k + 1)
+        body = [chunk[0]] + header + chunk[1:]
+        tunes.append(Tune(text="\n".join(body) + "\n", file=file, x=x,
+                          line=start + 1, title=_title(chunk)))
+    return tunes
+
+
+def _title(lines: list[str]) -> str:
+    for ln in lines:
+        if ln.startswith("T:"):
+            return ln[2:].strip()
+    return ""
+
+
+def read_book(path: str | Path) -> list[Tune]:
+    return split_book(read_text(path), file=str(path))
+
+
+def parse_abc(text: str, *, file: str = "<string>", x: str | None = None,
+              line: int | None = None):
+    """Parse the ABC text of one tune with music21 into a Score.
+
+    Raises AbcParseError naming the tune when music21 fails or finds no notes.
+    """
+    import music21
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            handler = music21.abcFormat.ABCHandler()
+            handler.process(text)
+            score = music21.stream.Score()
+            music21.abcFormat.translate.abcToStreamScore(handler, inputM21=score)
+    except Exception as e:  # music21 raises many unrelated exception types
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AbcParseError(f"music21 cannot parse this tune ({type(e).__name__}: {reason})",
+                            file=file, tune=x, line=line) from None
+    if not any(True for _ in sounding_notes_iter(score)):
+        raise AbcParseError("the tune has no notes", file=file, tune=x, line=line)
+    return score
+
+
+def parse_tune(tune: Tune):
+    return parse_abc(tune.text, file=tune.file, x=tune.x, line=tune.line)
+
+
+def sounding_notes_iter(stream):
+    """Notes and chords that sound: no grace notes, no chord symbols."""
+    from music21 import harmony
+
+    for n in stream.recurse().notes:
+        if isinstance(n, harmony.Harmony) or n.duration.isGrace:
+            continue
+        yield n

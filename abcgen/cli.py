@@ -1,0 +1,161 @@
+"""The ``abcgen`` command line.
+
+Thin on purpose: each command parses its options and calls a module.  Heavy
+imports (music21, TensorFlow) happen inside the commands, so ``abcgen --help``
+is instant.  Tune text goes to stdout; logs and progress go to stderr.
+Exit codes: 0 success, 1 failure at run time, 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .errors import AbcgenError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Learn folk tunes in ABC notation and write new ones.",
+)
+check_app = typer.Typer(no_args_is_help=True, help="Corpus-wide checks of the reader and writer.")
+app.add_typer(check_app, name="check")
+
+_state = {"debug": False}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fail(msg: str, code: int = 2) -> None:
+    """Print a one-line error and exit with the given code."""
+    print(f"abcgen: error: {msg}", file=sys.stderr, flush=True)
+    raise typer.Exit(code)
+
+
+def handled(fn):
+    """Turn abcgen errors into one line and an exit code; tracebacks only with --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except AbcgenError as e:
+            if _state["debug"]:
+                raise
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            print("abcgen: interrupted", file=sys.stderr)
+            raise typer.Exit(130)
+        except BrokenPipeError:
+            raise typer.Exit(0)
+        except Exception as e:  # a bug: still one line unless --debug
+            if _state["debug"]:
+                raise
+            fail(f"internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)", 1)
+
+    return wrapper
+
+
+def _version(value: bool):
+    if value:
+        print(f"abcgen {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+):
+    """Learn folk tunes in ABC notation and write new ones."""
+    _state["debug"] = debug
+
+
+@app.command()
+@handled
+def prepare(
+    corpus: str = typer.Option("folk", "--corpus", "-c",
+                               help="A corpus name (see corpora/) or a folder, file or glob of tunes."),
+    print_split: Optional[str] = typer.Option(None, "--print-split",
+                                              help="Write the canonical tunes of one split "
+                                                   "(train, valid, test) to stdout."),
+    transpose: str = typer.Option("none", "--transpose",
+                                  help="none | C (every tune to tonic C, as folk-rnn) | all "
+                                       "(train tunes in all 12 keys)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild even when a cache exists."),
+    json_out: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
+):
+    """Parse, canonicalize, deduplicate and split a corpus; print its statistics."""
+    from . import corpus as corpus_mod
+
+    if print_split is not None and print_split not in corpus_mod.SPLITS:
+        fail(f"--print-split must be one of {', '.join(corpus_mod.SPLITS)}, not {print_split!r}")
+    prepared = corpus_mod.prepare(corpus, transpose=transpose, jobs=jobs,
+                                  use_cache=not no_cache, progress=print_split is None)
+    if print_split is not None:
+        out = sys.stdout
+        for i, t in enumerate(prepared.split(print_split), 1):
+            out.write(corpus_mod.book_entry(t, i))
+            out.write("\n")
+        return
+    if json_out:
+        import json
+
+        print(json.dumps(prepared.stats, indent=1, sort_keys=True))
+    else:
+        print(corpus_mod.format_stats(prepared.stats))
+
+
+@app.command()
+@handled
+def convert(
+    inputs: List[str] = typer.Argument(..., help="ABC files, folders or globs."),
+    to: str = typer.Option("abc", "--to", help="Output format (abc)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write everything to FILE."),
+    outdir: Optional[Path] = typer.Option(None, "-O", "--outdir",
+                                          help="Write each input to DIR/<stem>.<ext>."),
+):
+    """Rewrite tune files as canonical ABC (stdout unless -o or -O)."""
+    from . import convert as convert_mod
+
+    if output is not None and outdir is not None:
+        fail("give -o FILE or -O DIR, not both")
+    failures = convert_mod.convert(inputs, to=to, output=output, outdir=outdir, log=log)
+    if failures:
+        log(f"abcgen: {len(failures)} failure(s):")
+        for f in failures:
+            log(f"  {f}")
+        raise typer.Exit(1)
+
+
+@check_app.command("roundtrip")
+@handled
+def check_roundtrip(
+    corpus: str = typer.Option("folk", "--corpus", "-c", help="Corpus name or path."),
+    limit: int = typer.Option(0, "--limit", help="Check only the first N tunes (0: all)."),
+    abc2midi: bool = typer.Option(True, "--abc2midi/--no-abc2midi",
+                                  help="Cross-check the canonical tunes with abc2midi."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
+    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
+):
+    """parse(write(parse(abc))) against parse(abc) over a corpus, and abc2midi's reading."""
+    from . import roundtrip
+
+    report = roundtrip.run(corpus, limit=limit, use_abc2midi=abc2midi, jobs=jobs, log=log)
+    print(roundtrip.format_report(report))
+    if json_out:
+        import json
+
+        print(json.dumps(report["summary"], sort_keys=True))

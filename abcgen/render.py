@@ -1,0 +1,462 @@
+"""ABC tunes -> sheet music (SVG, PNG, PDF), MusicXML, MIDI, WAV and piano rolls.
+
+music21 stays the hub: it parses the ABC and writes MusicXML and MIDI itself,
+so what is engraved or played is exactly what the rest of abcgen sees.
+Engraving goes through MusicXML into verovio, because music21's own engravers
+need MuseScore or LilyPond, which are heavy to install; cairosvg turns
+verovio's SVG into PNG and PDF, and pypdf joins single-page PDFs into one
+book, as cairo's SVG converter writes one page per document.  Audio is
+FluidSynth playing music21's MIDI through a General MIDI soundfont.
+
+File naming, kept predictable so scripts can find the output:
+
+* one tune (a book of one, or ``--tune N``): exactly the ``-o`` path;
+* several tunes: ``name-X.ext`` for each tune, X its ``X:`` number (the
+  position in the book instead, for every tune, when X numbers repeat or are
+  not plain file-name text);
+* PDF is the exception: one file, every tune starting on a new A4 page;
+* an SVG or PNG tune longer than an A4 page: page 1 at the name above, then
+  ``name-p2.ext``, ``name-p3.ext`` ...
+
+MIDI, WAV and the piano roll play the repeats and endings out (music21's
+``expandRepeats``), since they are what one hears; MusicXML and sheet music
+keep them as notation.  Every file is written to a temporary file in its
+folder and then renamed, so a crash never leaves half a file under the name.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import warnings
+from contextlib import contextmanager
+from fractions import Fraction
+from math import lcm
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from .abc.reader import Tune, parse_tune, read_book, sounding_notes_iter
+from .errors import AbcgenError, InputError
+
+FORMATS = {
+    ".svg": "svg",
+    ".png": "png",
+    ".pdf": "pdf",
+    ".musicxml": "musicxml",
+    ".xml": "musicxml",
+    ".mid": "midi",
+    ".midi": "midi",
+    ".wav": "wav",
+}
+
+# A4 in verovio's units (tenths of a millimetre), so PDF pages are real A4.
+_PAGE_WIDTH, _PAGE_HEIGHT = 2100, 2970
+_VEROVIO_SCALE = 40           # SVG px = units * scale / 100: 840 px wide
+_PNG_ZOOM = 2                 # 1680 px wide, about 200 dpi across A4
+_PDF_DPI = _PAGE_WIDTH * _VEROVIO_SCALE / 100 * 25.4 / 210   # maps 840 px to 210 mm
+
+SOUNDFONTS = (
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
+)
+_AUDIO_HINT = ("WAV output needs the fluidsynth command and a General MIDI soundfont "
+               "(Debian/Ubuntu: apt-get install fluidsynth fluid-soundfont-gm; "
+               "or set ABCGEN_SOUNDFONT to an .sf2 file)")
+
+Log = Optional[Callable[[str], None]]
+
+
+def supported_extensions() -> str:
+    return ", ".join(FORMATS)
+
+
+def format_of(path: str | Path) -> str:
+    """The output format named by a path's extension; InputError listing the choices otherwise."""
+    ext = Path(path).suffix.lower()
+    if ext not in FORMATS:
+        shown = repr(ext) if ext else "no extension"
+        raise InputError(f"cannot tell the output format from {shown} in {str(path)!r}; "
+                         f"use one of {supported_extensions()}")
+    return FORMATS[ext]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def render_file(abc_path: str | Path, out_path: str | Path, tune: int | str | None = None,
+                pianoroll: bool = False, log: Log = None) -> list[Path]:
+    """Render every tune of a book (or only ``X:tune``); return the files written.
+
+    With ``pianoroll`` and a ``.png`` output the PNG is a piano roll instead of
+    sheet music; with any other output a piano roll ``name-roll.png`` is drawn
+    beside each file as well.
+    """
+    out = Path(out_path)
+    fmt = format_of(out)
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"the output folder {str(folder)!r} does not exist")
+
+    tunes = _select(read_book(abc_path), str(abc_path), tune)
+    # Parse everything first: a bad tune late in a book must not leave the
+    # first half of the book written.
+    parsed = [(t, parse_tune(t)) for t in tunes]
+
+    written: list[Path] = []
+    roll_only = pianoroll and fmt == "png"
+    if fmt == "pdf":
+        pages = []
+        for t, score in parsed:
+            pages.extend(_pdf_pages(score, t))
+        _write_atomic(out, _join_pdfs(pages))
+        written.append(out)
+    elif not roll_only:
+        for (t, score), path in zip(parsed, _tune_paths(out, tunes)):
+            written.extend(_render_one(score, path, fmt, t, log))
+    if pianoroll:
+        base = out if roll_only else out.with_name(out.stem + "-roll.png")
+        for (t, score), path in zip(parsed, _tune_paths(base, tunes)):
+            _write_atomic(path, pianoroll_png(score, title=_display_title(t), log=log))
+            written.append(path)
+    return written
+
+
+def render_tune(score, out_path: str | Path, fmt: str | None = None) -> list[Path]:
+    """Write one parsed tune in ``fmt`` (default: from the extension); return the files written.
+
+    The list has more than one path only for SVG or PNG of a tune longer than a page.
+    """
+    out = Path(out_path)
+    if fmt is None:
+        fmt = format_of(out)
+    elif fmt not in set(FORMATS.values()):
+        raise InputError(f"unknown output format {fmt!r}; use one of "
+                         f"{', '.join(sorted(set(FORMATS.values())))}")
+    return _render_one(score, out, fmt, None, None)
+
+
+def musicxml_bytes(score) -> bytes:
+    """music21's MusicXML without the placeholders it invents for a missing title and composer.
+
+    verovio prints the movement title, so an untitled tune would otherwise be
+    headed "Music21 Fragment".
+    """
+    from music21 import defaults
+    from music21.musicxml.m21ToXml import GeneralObjectExporter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = GeneralObjectExporter(score).parse()
+    md = score.metadata
+    if md is None or not md.title:
+        data = data.replace(f"<movement-title>{defaults.title}</movement-title>".encode(), b"")
+    if md is None or not md.composer:
+        data = data.replace(f'<creator type="composer">{defaults.author}</creator>'.encode(), b"")
+    return data
+
+
+def midi_bytes(score, log: Log = None) -> bytes:
+    from music21 import midi
+
+    mf = midi.translate.streamToMidiFile(played(score, log))
+    return mf.writestr()
+
+
+def svg_pages(score, *, fit_height: bool = True, where: Tune | None = None) -> list[str]:
+    """Engrave a score with verovio on A4-wide pages; one SVG string per page.
+
+    ``fit_height`` trims the last page to the music (for screens); PDF keeps
+    full A4 pages.
+    """
+    import verovio
+
+    verovio.enableLog(verovio.LOG_OFF)   # its warnings would break the one-line CLI contract
+    tk = verovio.toolkit()
+    tk.setOptions({
+        "pageWidth": _PAGE_WIDTH,
+        "pageHeight": _PAGE_HEIGHT,
+        "scale": _VEROVIO_SCALE,
+        "adjustPageHeight": fit_height,
+        "footer": "none",
+        "header": "auto",
+        "breaks": "auto",
+    })
+    if not tk.loadData(musicxml_bytes(score).decode("utf-8")):
+        raise _runtime("verovio cannot engrave music21's MusicXML of this tune", where)
+    n = tk.getPageCount()
+    if n < 1:
+        raise _runtime("verovio produced no page for this tune", where)
+    return [tk.renderToSVG(i) for i in range(1, n + 1)]
+
+
+def svg_to_png(svg: str) -> bytes:
+    import cairosvg
+
+    return cairosvg.svg2png(bytestring=svg.encode("utf-8"), scale=_PNG_ZOOM,
+                            background_color="white")
+
+
+def played(score, log: Log = None):
+    """The score as heard: repeats and endings written out, ties joined.
+
+    music21's expander rejects some unbalanced repeat marks that players read
+    fine; then the written order is played, with a warning.
+    """
+    if not any(True for _ in score.recurse().getElementsByClass(
+            ("Repeat", "RepeatBracket", "RepeatExpression"))):
+        return score   # nothing to expand; music21 also refuses tunes parsed without bars
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return score.expandRepeats()
+    except Exception as e:  # music21's expander raises several unrelated types
+        if log:
+            log(f"abcgen: warning: repeats not expanded ({type(e).__name__}: {e}); "
+                "playing the tune as written")
+        return score
+
+
+def sounding_events(stream) -> list[tuple[int, Fraction, Fraction]]:
+    """(MIDI pitch, onset, duration) in quarter notes for every sounding pitch; chords give one per note."""
+    flat = stream.flatten()
+    out = []
+    for n in sounding_notes_iter(flat):
+        onset = Fraction(n.offset).limit_denominator(10080)
+        dur = Fraction(n.quarterLength).limit_denominator(10080)
+        for p in n.pitches:
+            out.append((p.midi, onset, dur))
+    out.sort()
+    return out
+
+
+def pianoroll_png(score, title: str = "", log: Log = None) -> bytes:
+    """Pitch against time as an image.
+
+    Each note stops a little short of its full length, so that repeated
+    notes (``Bdd``) show as separate bars rather than one long one.
+    """
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    heard = played(score, log)
+    events = sounding_events(heard.stripTies())
+    if not events:
+        raise InputError("the tune has no notes to draw")
+    # The coarsest grid on which every onset and end falls (triplets need
+    # thirds, semiquavers quarters), four times finer for the gap; capped so
+    # odd tuplets cannot blow it up.
+    denom = 1
+    for _, on, d in events:
+        for q in (on, on + d):
+            denom = lcm(denom, q.limit_denominator(48).denominator)
+    cells = 4 * min(denom, 48)
+    end = max(on + d for _, on, d in events)
+    cols = max(1, round(end * cells))
+    lo = min(p for p, _, _ in events) - 2
+    hi = max(p for p, _, _ in events) + 2
+    grid = np.zeros((hi - lo + 1, cols))
+    for p, on, d in events:
+        a = round(on * cells)
+        b = max(a + 1, round((on + d) * cells) - 1)
+        grid[p - lo, a:b] = 1.0
+
+    width = float(min(24.0, max(8.0, float(end) * 0.12)))
+    fig = Figure(figsize=(width, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(grid, origin="lower", aspect="auto", interpolation="nearest", cmap="Greys",
+              vmin=0.0, vmax=1.0, extent=(0, float(end), lo - 0.5, hi + 0.5))
+    bars = _bar_offsets(heard, float(end))
+    for x in bars[1:]:
+        ax.axvline(x, color="0.75", linewidth=0.6, zorder=0)
+    step = 1 if len(bars) <= 32 else 4
+    ax.set_xticks(bars[::step], [str(i + 1) for i in range(0, len(bars), step)])
+    cs = [m for m in range(lo, hi + 1) if m % 12 == 0]
+    ax.set_yticks(cs, [f"C{m // 12 - 1}" for m in cs])
+    for y in cs:
+        ax.axhline(y, color="0.85", linewidth=0.5, zorder=0)
+    ax.set_xlabel("bar (as played)")
+    ax.set_ylabel("pitch")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def wav_file(score, out: Path, log: Log = None) -> None:
+    """Play music21's MIDI through FluidSynth into a WAV file (44.1 kHz, 16-bit stereo)."""
+    exe = shutil.which("fluidsynth")
+    if exe is None:
+        raise InputError(f"fluidsynth not found: {_AUDIO_HINT}")
+    sf2 = find_soundfont()
+    with tempfile.TemporaryDirectory(prefix="abcgen-render-") as tmp:
+        mid = Path(tmp) / "tune.mid"
+        mid.write_bytes(midi_bytes(score, log))
+        with _atomic_path(out) as tmp_wav:
+            try:
+                proc = subprocess.run(
+                    [exe, "-n", "-i", "-q", "-F", str(tmp_wav), "-T", "wav", "-O", "s16",
+                     "-r", "44100", "-g", "0.8", sf2, str(mid)],
+                    stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+            except subprocess.TimeoutExpired:
+                raise AbcgenError("fluidsynth took over 10 minutes; gave up", file=str(out)) from None
+            if proc.returncode != 0 or not tmp_wav.exists() or tmp_wav.stat().st_size <= 44:
+                said = (proc.stderr or proc.stdout).strip().splitlines()
+                raise AbcgenError("fluidsynth failed" + (f": {said[-1]}" if said else
+                                                         f" (exit {proc.returncode})"),
+                                  file=str(out))
+
+
+def find_soundfont() -> str:
+    env = os.environ.get("ABCGEN_SOUNDFONT")
+    if env:
+        if not Path(env).is_file():
+            raise InputError(f"ABCGEN_SOUNDFONT={env!r} is not a file")
+        return env
+    for cand in SOUNDFONTS:
+        if Path(cand).is_file():
+            return cand
+    raise InputError(f"no soundfont found in {', '.join(SOUNDFONTS)}: {_AUDIO_HINT}")
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _render_one(score, out: Path, fmt: str, where: Tune | None, log: Log) -> list[Path]:
+    if fmt in ("svg", "png"):
+        pages = svg_pages(score, fit_height=True, where=where)
+        paths = [out] + [out.with_name(f"{out.stem}-p{k}{out.suffix}")
+                         for k in range(2, len(pages) + 1)]
+        for svg, path in zip(pages, paths):
+            _write_atomic(path, svg.encode("utf-8") if fmt == "svg" else svg_to_png(svg))
+        return paths
+    if fmt == "musicxml":
+        _write_atomic(out, musicxml_bytes(score))
+    elif fmt == "midi":
+        _write_atomic(out, midi_bytes(score, log))
+    elif fmt == "wav":
+        wav_file(score, out, log)
+    elif fmt == "pdf":
+        _write_atomic(out, _join_pdfs(_pdf_pages(score, where)))
+    else:  # pragma: no cover - FORMATS and this dispatch disagree
+        raise InputError(f"unknown output format {fmt!r}")
+    return [out]
+
+
+def _pdf_pages(score, where: Tune | None) -> list[bytes]:
+    import cairosvg
+
+    return [cairosvg.svg2pdf(bytestring=svg.encode("utf-8"), dpi=_PDF_DPI)
+            for svg in svg_pages(score, fit_height=False, where=where)]
+
+
+def _join_pdfs(pages: list[bytes]) -> bytes:
+    if len(pages) == 1:
+        return pages[0]
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for data in pages:
+        writer.append(PdfReader(io.BytesIO(data)))
+    buf = io.BytesIO()
+    writer.write(buf)
+    return buf.getvalue()
+
+
+def _select(tunes: list[Tune], file: str, wanted: int | str | None) -> list[Tune]:
+    if not tunes:
+        raise InputError("no tunes in this file", file=file)
+    if wanted is None:
+        return tunes
+    chosen = [t for t in tunes if _same_x(t.x, wanted)]
+    if not chosen:
+        have = ", ".join(f"X:{t.x}" for t in tunes[:20]) + (" ..." if len(tunes) > 20 else "")
+        raise InputError(f"no tune X:{wanted} (the file has {have})", file=file)
+    return chosen[:1]   # a book that repeats an X number: the first, as abc2midi does
+
+
+def _same_x(x: str, wanted: int | str) -> bool:
+    try:
+        return int(x) == int(wanted)
+    except (TypeError, ValueError):
+        return str(x) == str(wanted)
+
+
+_SAFE_X = re.compile(r"^[A-Za-z0-9_.]+$")
+
+
+def _tune_paths(out: Path, tunes: list[Tune]) -> list[Path]:
+    if len(tunes) == 1:
+        return [out]
+    xs = [t.x for t in tunes]
+    if len(set(xs)) != len(xs) or not all(_SAFE_X.match(x) for x in xs):
+        xs = [str(i) for i in range(1, len(tunes) + 1)]
+    return [out.with_name(f"{out.stem}-{x}{out.suffix}") for x in xs]
+
+
+def _display_title(t: Tune) -> str:
+    return f"{t.title}  (X:{t.x})" if t.title else f"X:{t.x}"
+
+
+def _bar_offsets(stream, end: float) -> list[float]:
+    """Where bars start; music21 leaves some tunes unbarred, then the meter decides."""
+    from music21 import meter
+    from music21 import stream as m21stream
+
+    parts = list(stream.parts) or [stream]
+    found = [float(m.getOffsetInHierarchy(stream))
+             for m in parts[0].recurse().getElementsByClass(m21stream.Measure)]
+    if found:
+        return found
+    ts = next(iter(stream.recurse().getElementsByClass(meter.TimeSignature)), None)
+    bar = float(ts.barDuration.quarterLength) if ts is not None else 4.0
+    n = max(1, int(end / bar + 0.999))
+    return [i * bar for i in range(n)]
+
+
+def _runtime(msg: str, where: Tune | None) -> AbcgenError:
+    if where is None:
+        return AbcgenError(msg)
+    return AbcgenError(msg, file=where.file, tune=where.x, line=where.line)
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` that becomes ``path`` only if the block succeeds.
+
+    Same folder, so the final rename never crosses file systems and is atomic.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    while True:
+        tmp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        try:
+            # os.open with 0o666 lets the umask decide the mode, as for any new file.
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    try:
+        with _atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:
+        raise InputError(f"cannot write: {e.strerror or e}", file=str(path)) from None

@@ -1,0 +1,446 @@
+"""Run an exported model one token at a time with NumPy alone.
+
+Sampling feeds one token, reads one distribution, picks the next token and
+repeats.  Keras pays milliseconds of dispatch per call for that, and importing
+TensorFlow costs seconds and hundreds of MB, so the sampler works on the
+``.npz`` written by :func:`abcgen.model.export_npz` instead.  This module must
+never import TensorFlow or Keras (a test checks it).
+
+The equations are the Keras LSTM's, so a model gives the same next-token
+distribution here as in Keras (to float32 rounding).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from abcgen.errors import InputError
+
+# Must match abcgen.model.FORMAT_VERSION; repeated here because importing
+# abcgen.model would drag in Keras.
+FORMAT_VERSION = 1
+
+State = list[tuple[np.ndarray, np.ndarray]]
+
+
+# --------------------------------------------------------------------------
+# Probability helpers
+# --------------------------------------------------------------------------
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Subtracting the max first keeps exp() from overflowing on large logits
+    (low temperatures divide logits by small numbers)."""
+    x = np.asarray(logits)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
+
+
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Computed directly rather than as log(softmax) so that tokens whose
+    probability underflows to 0 still get a finite log-probability, which
+    scoring and beam search need."""
+    x = np.asarray(logits)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+def _layer_count(weights: dict[str, np.ndarray]) -> int:
+    n = 0
+    while f"lstm_{n}/kernel" in weights:
+        n += 1
+    return n
+
+
+def check_weights(weights: dict[str, np.ndarray]) -> tuple[int, int, int, int]:
+    """Shape errors caught here name the array at fault; caught later they
+    would surface as an unexplained broadcasting error mid-sampling.
+
+    Returns ``(layers, vocab_size, embed_dim, hidden)``.
+    """
+    for name in ("embedding", "logits/kernel", "logits/bias"):
+        if name not in weights:
+            raise ValueError(f"missing array {name!r}")
+    emb = weights["embedding"]
+    if emb.ndim != 2:
+        raise ValueError(f"'embedding' must be 2-D, got shape {emb.shape}")
+    vocab, embed_dim = emb.shape
+    layers = _layer_count(weights)
+    if layers == 0:
+        raise ValueError("missing array 'lstm_0/kernel'")
+    hidden = None
+    in_dim = embed_dim
+    for i in range(layers):
+        p = f"lstm_{i}/"
+        for part in ("kernel", "recurrent_kernel", "bias"):
+            if p + part not in weights:
+                raise ValueError(f"missing array {p + part!r}")
+        k, r, b = weights[p + "kernel"], weights[p + "recurrent_kernel"], weights[p + "bias"]
+        if hidden is None:
+            if r.ndim != 2 or r.shape[1] % 4:
+                raise ValueError(f"{p}recurrent_kernel has shape {r.shape}, "
+                                 "expected (hidden, 4*hidden)")
+            hidden = r.shape[1] // 4
+        h4 = 4 * hidden
+        if k.shape != (in_dim, h4):
+            raise ValueError(f"{p}kernel has shape {k.shape}, expected {(in_dim, h4)}")
+        if r.shape != (hidden, h4):
+            raise ValueError(f"{p}recurrent_kernel has shape {r.shape}, "
+                             f"expected {(hidden, h4)}")
+        if b.shape != (h4,):
+            raise ValueError(f"{p}bias has shape {b.shape}, expected {(h4,)}")
+        in_dim = hidden
+    if weights["logits/kernel"].shape != (hidden, vocab):
+        raise ValueError(f"logits/kernel has shape {weights['logits/kernel'].shape}, "
+                         f"expected {(hidden, vocab)}")
+    if weights["logits/bias"].shape != (vocab,):
+        raise ValueError(f"logits/bias has shape {weights['logits/bias'].shape}, "
+                         f"expected {(vocab,)}")
+    return layers, int(vocab), int(embed_dim), int(hidden)
+
+
+def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """Read an exported model; every way the file can be unusable becomes an
+    InputError naming it, because the path usually comes from the command line.
+
+    ``allow_pickle=False`` makes loading a model from an untrusted source safe:
+    the meta is JSON bytes, never a pickled object.
+    """
+    p = Path(path)
+    fname = str(p)
+    if not p.exists():
+        raise InputError("model file not found", file=fname)
+    if p.is_dir():
+        raise InputError("model path is a folder, not an .npz file", file=fname)
+    try:
+        data = np.load(p, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise InputError("not an .npz model archive (looks like a single .npy array)",
+                             file=fname)
+        try:
+            # Read every member now: members decompress lazily, and a corrupt
+            # one would otherwise fail later, far from the file name.
+            raw = {name: data[name] for name in data.files}
+        finally:
+            data.close()
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise InputError(f"cannot read model archive ({type(e).__name__}: {e})",
+                         file=fname) from None
+
+    if "__meta__" not in raw:
+        raise InputError("not an abcgen model: no __meta__ entry", file=fname)
+    meta_arr = raw.pop("__meta__")
+    if meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
+        raise InputError("__meta__ entry is not a byte array", file=fname)
+    try:
+        meta = json.loads(meta_arr.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"__meta__ entry is not valid JSON ({e})", file=fname) from None
+    if not isinstance(meta, dict):
+        raise InputError("__meta__ entry is not a JSON object", file=fname)
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InputError(f"unsupported model format version {version!r} "
+                         f"(this abcgen reads version {FORMAT_VERSION}); "
+                         "re-export the model with this version", file=fname)
+
+    weights: dict[str, np.ndarray] = {}
+    for name, arr in raw.items():
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise InputError(f"array {name!r} has dtype {arr.dtype}, expected float",
+                             file=fname)
+        weights[name] = np.ascontiguousarray(arr, dtype=np.float32)
+    try:
+        layers, vocab, embed_dim, hidden = check_weights(weights)
+    except ValueError as e:
+        raise InputError(f"inconsistent model arrays: {e}", file=fname) from None
+    for key, actual in (("layers", layers), ("vocab_size", vocab),
+                        ("embed_dim", embed_dim), ("hidden", hidden)):
+        if key in meta and meta[key] != actual:
+            raise InputError(f"meta says {key}={meta[key]!r} but the arrays give {actual}",
+                             file=fname)
+    return weights, meta
+
+
+# --------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------
+
+def _prepare_gates(mat: np.ndarray, hidden: int) -> np.ndarray:
+    """Reorder Keras' gate blocks (i, f, g, o) to (i, f, o, g) and halve the
+    sigmoid gates' columns.
+
+    With the three sigmoid gates adjacent, and sigmoid(x) = 0.5*tanh(x/2)+0.5,
+    one tanh over all 4*hidden pre-activations followed by one affine on the
+    first 3*hidden does every gate nonlinearity in three array operations.
+    Halving is exact in binary floating point, so no accuracy is lost, and the
+    tanh form never overflows (unlike 1/(1+exp(-x)) for large negative x).
+    """
+    H = hidden
+    i, f, g, o = (mat[..., k * H:(k + 1) * H] for k in range(4))
+    out = np.concatenate([i * 0.5, f * 0.5, o * 0.5, g], axis=-1)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+class NumpyLSTM:
+    """Embedding -> stacked LSTM -> Dense logits, the inference half of
+    :func:`abcgen.model.build_text_model` (dropout is the identity there).
+
+    Weights are rearranged once at construction so each step is one matrix
+    product per layer plus a handful of in-place elementwise operations:
+
+    * layer 0's input product ``embedding @ kernel + bias`` is tabulated per
+      token, so feeding a token is a row lookup and only ``h @ recurrent_kernel``
+      is left to multiply;
+    * deeper layers multiply ``[x, h]`` by the stacked ``[kernel;
+      recurrent_kernel]`` in a single call, which halves the BLAS call
+      overhead that dominates at batch 1.
+
+    Scratch buffers are cached per batch size and reused, so one instance must
+    not be stepped from two threads at once.  Returned logits and states are
+    always fresh arrays: callers may keep old states (beam search does).
+    """
+
+    def __init__(self, weights: dict[str, np.ndarray]):
+        w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+        self.layers, self.vocab_size, self.embed_dim, self.hidden = check_weights(w)
+        H = self.hidden
+        k0 = _prepare_gates(w["lstm_0/kernel"], H)
+        b0 = _prepare_gates(w["lstm_0/bias"], H)
+        # Row t holds token t's full input contribution to layer 0's gates.
+        self._table0 = np.ascontiguousarray(w["embedding"] @ k0 + b0, dtype=np.float32)
+        self._rec0 = _prepare_gates(w["lstm_0/recurrent_kernel"], H)
+        # Keep the plain per-part matrices too: run() multiplies whole
+        # sequences by the input kernels at once.
+        self._kernel = [k0]
+        self._recurrent = [self._rec0]
+        self._bias = [b0]
+        self._fused: list[np.ndarray | None] = [None]
+        for i in range(1, self.layers):
+            k = _prepare_gates(w[f"lstm_{i}/kernel"], H)
+            r = _prepare_gates(w[f"lstm_{i}/recurrent_kernel"], H)
+            b = _prepare_gates(w[f"lstm_{i}/bias"], H)
+            self._kernel.append(k)
+            self._recurrent.append(r)
+            self._bias.append(b)
+            self._fused.append(np.ascontiguousarray(np.concatenate([k, r], axis=0)))
+        self._out_kernel = np.ascontiguousarray(w["logits/kernel"])
+        self._out_bias = np.ascontiguousarray(w["logits/bias"])
+        self._embedding = np.ascontiguousarray(w["embedding"])
+        self._buffers: dict[int, dict[str, np.ndarray]] = {}
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike) -> tuple["NumpyLSTM", dict]:
+        weights, meta = load_npz(path)
+        return cls(weights), meta
+
+    # -- state -------------------------------------------------------------
+
+    def initial_state(self, batch: int = 1) -> State:
+        """Zeros, as Keras starts every non-stateful sequence."""
+        if batch < 1:
+            raise ValueError(f"batch must be positive, got {batch}")
+        return [(np.zeros((batch, self.hidden), np.float32),
+                 np.zeros((batch, self.hidden), np.float32))
+                for _ in range(self.layers)]
+
+    def _check_state(self, state: State, batch: int) -> None:
+        if len(state) != self.layers:
+            raise ValueError(f"state has {len(state)} layers, model has {self.layers}")
+        shape = (batch, self.hidden)
+        for i, (h, c) in enumerate(state):
+            # Checked because a (1, hidden) state would otherwise broadcast
+            # silently against a larger batch.
+            if h.shape != shape or c.shape != shape:
+                raise ValueError(f"state of layer {i} has shapes {h.shape}, {c.shape}; "
+                                 f"expected {shape}")
+
+    def _scratch(self, batch: int) -> dict[str, np.ndarray]:
+        buf = self._buffers.get(batch)
+        if buf is None:
+            H = self.hidden
+            buf = {
+                "z": np.empty((batch, 4 * H), np.float32),
+                "x0": np.empty((batch, 4 * H), np.float32),
+                "xh": np.empty((batch, 2 * H), np.float32),
+                "tmp": np.empty((batch, H), np.float32),
+            }
+            self._buffers[batch] = buf
+        return buf
+
+    def _check_tokens(self, tokens: np.ndarray) -> None:
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+            bad = tokens[(tokens < 0) | (tokens >= self.vocab_size)][0]
+            raise ValueError(f"token id {int(bad)} outside the vocabulary "
+                             f"(0..{self.vocab_size - 1})")
+
+    # -- the cell ----------------------------------------------------------
+
+    def _cell(self, z: np.ndarray, c: np.ndarray, tmp: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Gate pre-activations z (prepared column order i, f, o, g) and the old
+        cell state in; fresh (h, c) out.  z is overwritten."""
+        H = self.hidden
+        np.tanh(z, out=z)
+        sig = z[:, :3 * H]
+        sig *= 0.5
+        sig += 0.5
+        i, f, o, g = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
+        c_new = np.multiply(f, c)
+        c_new += np.multiply(i, g, out=tmp)
+        h_new = np.tanh(c_new)
+        h_new *= o
+        return h_new, c_new
+
+    # -- public stepping ---------------------------------------------------
+
+    def step(self, token_ids, state: State | None = None) -> tuple[np.ndarray, State]:
+        """Feed one token per sequence; return next-token logits and new state.
+
+        ``token_ids`` has shape (batch,); logits have shape (batch, vocab).
+        """
+        tokens = np.asarray(token_ids)
+        if tokens.ndim != 1:
+            raise ValueError(f"token_ids must have shape (batch,), got {tokens.shape}")
+        if not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"token_ids must be integers, got dtype {tokens.dtype}")
+        batch = tokens.shape[0]
+        if state is None:
+            state = self.initial_state(batch)
+        else:
+            self._check_state(state, batch)
+        self._check_tokens(tokens)
+        buf = self._scratch(batch)
+        z, tmp, xh = buf["z"], buf["tmp"], buf["xh"]
+        H = self.hidden
+
+        new_state: State = []
+        h0, c0 = state[0]
+        np.matmul(h0, self._rec0, out=z)
+        z += np.take(self._table0, tokens, axis=0, out=buf["x0"])
+        h, c = self._cell(z, c0, tmp)
+        new_state.append((h, c))
+        for layer in range(1, self.layers):
+            h_prev, c_prev = state[layer]
+            xh[:, :H] = h
+            xh[:, H:] = h_prev
+            np.matmul(xh, self._fused[layer], out=z)
+            z += self._bias[layer]
+            h, c = self._cell(z, c_prev, tmp)
+            new_state.append((h, c))
+        logits = h @ self._out_kernel
+        logits += self._out_bias
+        return logits, new_state
+
+    def run(self, token_ids, state: State | None = None, *, return_all: bool = False
+            ) -> tuple[np.ndarray, State]:
+        """Feed whole sequences, e.g. a prime before sampling starts.
+
+        ``token_ids`` has shape (T,) for one sequence or (batch, T).  Returns
+        the logits after the last token, shape (batch, vocab), or for every
+        position, shape (batch, T, vocab), with ``return_all``; and the state
+        after the last token, so sampling can continue from it.
+
+        Each layer's input product is done for all T positions in one large
+        matrix product (far better BLAS efficiency than T small ones); only
+        the recurrent part has to go position by position.
+        """
+        tokens = np.asarray(token_ids)
+        if tokens.ndim == 1:
+            tokens = tokens[None, :]
+        if tokens.ndim != 2:
+            raise ValueError(f"token_ids must have shape (T,) or (batch, T), got {tokens.shape}")
+        if not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"token_ids must be integers, got dtype {tokens.dtype}")
+        batch, T = tokens.shape
+        if state is None:
+            state = self.initial_state(batch)
+        else:
+            self._check_state(state, batch)
+        if T == 0:
+            raise ValueError("run() needs at least one token")
+        self._check_tokens(tokens)
+        buf = self._scratch(batch)
+        z, tmp = buf["z"], buf["tmp"]
+        H = self.hidden
+
+        # (T, batch, 4H): time-major so each step reads a contiguous slab.
+        proj = np.take(self._table0, tokens.T, axis=0)
+        seq = np.empty((T, batch, H), np.float32)
+        new_state: State = []
+        for layer in range(self.layers):
+            if layer > 0:
+                proj = seq @ self._kernel[layer]
+                proj += self._bias[layer]
+            rec = self._recurrent[layer]
+            h, c = state[layer]
+            for t in range(T):
+                np.matmul(h, rec, out=z)
+                z += proj[t]
+                h, c = self._cell(z, c, tmp)
+                seq[t] = h
+            new_state.append((h, c))
+        if return_all:
+            logits = seq @ self._out_kernel
+            logits += self._out_bias
+            return np.ascontiguousarray(logits.transpose(1, 0, 2)), new_state
+        logits = h @ self._out_kernel
+        logits += self._out_bias
+        return logits, new_state
+
+
+def _benchmark(vocab: int = 140, embed_dim: int = 128, hidden: int = 512,
+               layers: int = 1, seconds: float = 1.0) -> dict[int, float]:
+    """Tokens per second of step() on random weights, so a change to the hot
+    path can be checked against the sampling-speed goals without a trained
+    model: ``python -m abcgen.step``."""
+    import time
+
+    rng = np.random.default_rng(0)
+    w = {"embedding": rng.normal(0, 0.1, (vocab, embed_dim)),
+         "logits/kernel": rng.normal(0, 0.05, (hidden, vocab)),
+         "logits/bias": np.zeros(vocab)}
+    in_dim = embed_dim
+    for i in range(layers):
+        w[f"lstm_{i}/kernel"] = rng.normal(0, 0.05, (in_dim, 4 * hidden))
+        w[f"lstm_{i}/recurrent_kernel"] = rng.normal(0, 0.05, (hidden, 4 * hidden))
+        w[f"lstm_{i}/bias"] = np.zeros(4 * hidden)
+        in_dim = hidden
+    net = NumpyLSTM(w)
+    rates = {}
+    for batch in (1, 64):
+        state = net.initial_state(batch)
+        tokens = rng.integers(0, vocab, batch)
+        for _ in range(10):
+            _, state = net.step(tokens, state)
+        n, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            for _ in range(50):
+                _, state = net.step(tokens, state)
+            n += 50
+        rates[batch] = batch * n / elapsed
+    return rates
+
+
+if __name__ == "__main__":
+    for b, rate in _benchmark().items():
+        print(f"NumpyLSTM.step 1x512 (vocab 140, embed 128), batch {b:>2}: "
+              f"{rate:,.0f} tokens/s")

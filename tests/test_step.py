@@ -1,0 +1,280 @@
+"""The NumPy sampler must give the Keras model's next-token distribution."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+from abcgen.errors import InputError
+from abcgen.step import NumpyLSTM, load_npz, log_softmax, softmax
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCAB, EMBED, HIDDEN, T = 20, 8, 16, 15
+
+
+def _keras_model(layers: int):
+    """A small model whose biases are random too: Keras initialises biases to
+    zero (forget gate to one), which would hide a wrong gate order or a
+    dropped bias."""
+    keras = pytest.importorskip("keras")
+    from abcgen.model import build_text_model
+
+    keras.utils.set_random_seed(100 + layers)
+    model = build_text_model(VOCAB, embed_dim=EMBED, hidden=HIDDEN, layers=layers,
+                             dropout=0.5)
+    rng = np.random.default_rng(layers)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights([w + rng.normal(0, 0.5, w.shape).astype(np.float32)
+                               for w in layer.get_weights()])
+    return model
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1layer", "2layers"])
+def exported(request, tmp_path_factory):
+    from abcgen.model import export_npz
+
+    model = _keras_model(request.param)
+    path = tmp_path_factory.mktemp("m") / f"m{request.param}.npz"
+    export_npz(model, path, {"note": "test"}, dtype="float32")
+    weights, meta = load_npz(path)
+    return model, NumpyLSTM(weights), meta
+
+
+def _tokens(batch: int, length: int = T, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, VOCAB, (batch, length))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_step_matches_keras(exported, batch):
+    model, net, meta = exported
+    assert net.layers == meta["layers"]
+    x = _tokens(batch, seed=batch)
+    # training=False: dropout (0.5 here) must be the identity, as in NumpyLSTM.
+    expected = softmax(np.asarray(model(x, training=False)))
+    state = net.initial_state(batch)
+    got = []
+    for t in range(T):
+        logits, state = net.step(x[:, t], state)
+        assert logits.shape == (batch, VOCAB) and logits.dtype == np.float32
+        got.append(softmax(logits))
+    np.testing.assert_allclose(np.stack(got, axis=1), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_run_matches_keras(exported, batch):
+    model, net, _ = exported
+    x = _tokens(batch, seed=10 + batch)
+    expected = np.asarray(model(x, training=False))
+    all_logits, _ = net.run(x, return_all=True)
+    assert all_logits.shape == (batch, T, VOCAB)
+    np.testing.assert_allclose(softmax(all_logits), softmax(expected), atol=1e-5, rtol=0)
+    last, _ = net.run(x)
+    np.testing.assert_allclose(softmax(last), softmax(expected[:, -1]), atol=1e-5, rtol=0)
+
+
+def test_float16_export_close_to_keras(tmp_path):
+    from abcgen.model import export_npz
+
+    model = _keras_model(2)
+    path = tmp_path / "m16.npz"
+    export_npz(model, path, {}, dtype="float16")
+    net = NumpyLSTM(load_npz(path)[0])
+    x = _tokens(3, seed=7)
+    expected = softmax(np.asarray(model(x, training=False)))
+    got, _ = net.run(x, return_all=True)
+    np.testing.assert_allclose(softmax(got), expected, atol=1e-2, rtol=0)
+
+
+def test_chunked_run_carries_state(exported):
+    """As in torch-rnn's tests: one pass over a sequence and two passes over
+    its halves, carrying the state, must end in the same place."""
+    _, net, _ = exported
+    x = _tokens(3, length=12, seed=5)
+    whole_logits, whole = net.run(x)
+    _, half = net.run(x[:, :5])
+    chunk_logits, chunked = net.run(x[:, 5:], half)
+    np.testing.assert_allclose(chunk_logits, whole_logits, atol=1e-6)
+    # Stepping token by token from the first chunk's state agrees as well.
+    state = half
+    for t in range(5, 12):
+        _, state = net.step(x[:, t], state)
+    for (h1, c1), (h2, c2), (h3, c3) in zip(whole, chunked, state):
+        np.testing.assert_allclose(h2, h1, atol=1e-6)
+        np.testing.assert_allclose(c2, c1, atol=1e-6)
+        np.testing.assert_allclose(h3, h1, atol=1e-6)
+        np.testing.assert_allclose(c3, c1, atol=1e-6)
+
+
+def test_step_does_not_touch_given_state(exported):
+    _, net, _ = exported
+    _, state = net.run(_tokens(2, length=4))
+    before = [(h.copy(), c.copy()) for h, c in state]
+    a, s1 = net.step(np.array([1, 2]), state)
+    b, s2 = net.step(np.array([1, 2]), state)
+    np.testing.assert_array_equal(a, b)
+    for (h, c), (h0, c0) in zip(state, before):
+        np.testing.assert_array_equal(h, h0)
+        np.testing.assert_array_equal(c, c0)
+    assert s1[0][0] is not s2[0][0]
+
+
+def test_initial_state_and_input_checks(exported):
+    _, net, _ = exported
+    state = net.initial_state(4)
+    assert len(state) == net.layers
+    assert all(h.shape == c.shape == (4, HIDDEN) and not h.any() and not c.any()
+               for h, c in state)
+    logits, _ = net.step(np.array([0, 1, 2, 3]))
+    assert logits.shape == (4, VOCAB)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        net.step(np.array([VOCAB]), net.initial_state(1))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        net.step(np.array([-1]), net.initial_state(1))
+    with pytest.raises(ValueError, match="expected"):
+        net.step(np.array([1, 2]), net.initial_state(1))
+    with pytest.raises(ValueError, match="shape"):
+        net.step(np.array([[1, 2]]))
+    with pytest.raises(ValueError, match="integers"):
+        net.step(np.array([1.0]))
+
+
+def test_softmax_helpers_are_stable():
+    x = np.array([[1000.0, 0.0, -1000.0], [1.0, 2.0, 3.0]], np.float32)
+    p = softmax(x)
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(p[0], [1.0, 0.0, 0.0])
+    lp = log_softmax(x)
+    assert np.all(np.isfinite(lp))
+    np.testing.assert_allclose(lp[0], [0.0, -1000.0, -2000.0])
+    np.testing.assert_allclose(np.exp(lp[1]), p[1], rtol=1e-6)
+    np.testing.assert_allclose(log_softmax(np.array([1, 2, 3])),
+                               np.log(softmax(np.array([1.0, 2.0, 3.0]))), rtol=1e-6)
+
+
+def test_import_does_not_load_tensorflow():
+    code = ("import sys, abcgen.step\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'tf_keras', 'jax', 'torch'))\n"
+            "print(bad)\n"
+            "sys.exit(1 if bad else 0)\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- bad files: no Keras needed to make them -----------------------------------
+
+def _write_npz(path: Path, meta: dict | None, **arrays) -> Path:
+    if meta is not None:
+        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def _good_arrays(hidden: int = 4, vocab: int = 5, embed: int = 3) -> dict:
+    rng = np.random.default_rng(0)
+    return {"embedding": rng.normal(size=(vocab, embed)).astype(np.float32),
+            "lstm_0/kernel": rng.normal(size=(embed, 4 * hidden)).astype(np.float32),
+            "lstm_0/recurrent_kernel": rng.normal(size=(hidden, 4 * hidden)).astype(np.float32),
+            "lstm_0/bias": np.zeros(4 * hidden, np.float32),
+            "logits/kernel": rng.normal(size=(hidden, vocab)).astype(np.float32),
+            "logits/bias": np.zeros(vocab, np.float32)}
+
+
+def _assert_input_error(path: Path, match: str):
+    with pytest.raises(InputError, match=match) as info:
+        load_npz(path)
+    assert str(path) in str(info.value)
+    assert info.value.file == str(path)
+    assert info.value.exit_code == 2
+
+
+def test_hand_written_npz_loads(tmp_path):
+    path = _write_npz(tmp_path / "ok.npz", {"format_version": 1}, **_good_arrays())
+    weights, meta = load_npz(path)
+    net = NumpyLSTM(weights)
+    logits, _ = net.step(np.array([4]))
+    assert logits.shape == (1, 5)
+
+
+def test_missing_file(tmp_path):
+    _assert_input_error(tmp_path / "nope.npz", "not found")
+
+
+def test_folder_instead_of_file(tmp_path):
+    _assert_input_error(tmp_path, "folder")
+
+
+def test_garbage_file(tmp_path):
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(b"this is not a zip archive at all\n" * 10)
+    _assert_input_error(path, "cannot read")
+
+
+def test_truncated_file(tmp_path):
+    path = _write_npz(tmp_path / "trunc.npz", {"format_version": 1}, **_good_arrays())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _assert_input_error(path, "cannot read")
+
+
+def test_single_npy_file(tmp_path):
+    path = tmp_path / "one.npz"
+    with open(path, "wb") as fh:
+        np.save(fh, np.zeros(3))
+    _assert_input_error(path, "npz")
+
+
+def test_pickled_meta_refused(tmp_path):
+    path = tmp_path / "pickle.npz"
+    np.savez(path, __meta__=np.array([{"format_version": 1}], dtype=object),
+             **_good_arrays())
+    _assert_input_error(path, "cannot read")
+
+
+def test_no_meta(tmp_path):
+    _assert_input_error(_write_npz(tmp_path / "nometa.npz", None, **_good_arrays()),
+                        "__meta__")
+
+
+def test_wrong_version(tmp_path):
+    path = _write_npz(tmp_path / "v99.npz", {"format_version": 99}, **_good_arrays())
+    _assert_input_error(path, "version 99")
+
+
+def test_bad_meta_json(tmp_path):
+    path = tmp_path / "badjson.npz"
+    np.savez(path, __meta__=np.frombuffer(b"{not json", np.uint8), **_good_arrays())
+    _assert_input_error(path, "JSON")
+
+
+def test_missing_array(tmp_path):
+    arrays = _good_arrays()
+    del arrays["lstm_0/bias"]
+    path = _write_npz(tmp_path / "nobias.npz", {"format_version": 1}, **arrays)
+    _assert_input_error(path, "lstm_0/bias")
+
+
+def test_inconsistent_shapes(tmp_path):
+    arrays = _good_arrays()
+    arrays["logits/kernel"] = arrays["logits/kernel"][:, :3]
+    path = _write_npz(tmp_path / "shape.npz", {"format_version": 1}, **arrays)
+    _assert_input_error(path, "logits/kernel")
+
+
+def test_meta_disagrees_with_arrays(tmp_path):
+    path = _write_npz(tmp_path / "meta.npz", {"format_version": 1, "hidden": 8},
+                      **_good_arrays(hidden=4))
+    _assert_input_error(path, "hidden")
