@@ -17,7 +17,6 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -301,6 +301,7 @@ class _PartWriter:
         ms = list(self.part.getElementsByClass(m21stream.Measure))
         if not ms:
             return []
+        self.brackets = dict(self.brackets, unmatched=_unmatched_starts(ms))
         bar_ql = frac(self.ts.barDuration.quarterLength) if self.ts is not None else None
         pickup = len(ms) > 1 and (frac(ms[0].paddingLeft) > 0 or (
             bar_ql is not None and frac(ms[0].duration.quarterLength) < bar_ql))
@@ -351,12 +352,34 @@ def _closing(m) -> str:
             "light-heavy": "|]", "heavy-heavy": "||"}.get(rb.type, "|")
 
 
+def _unmatched_starts(ms) -> set:
+    """Bars whose start repeat no end repeat closes: written as plain bars.
+
+    music21 keeps a start repeat whose end it lost (sources with ``[|]:|`` and
+    the like); abc2midi rejects such a tune, and the notes do not depend on it.
+    """
+    from music21 import bar as m21bar
+
+    unmatched, open_at = set(), None
+    for m in ms:
+        lb, rb = m.leftBarline, m.rightBarline
+        if isinstance(lb, m21bar.Repeat) and lb.direction == "start":
+            if open_at is not None:
+                unmatched.add(id(open_at))
+            open_at = m
+        if isinstance(rb, m21bar.Repeat) and rb.direction == "end":
+            open_at = None
+    if open_at is not None:
+        unmatched.add(id(open_at))
+    return unmatched
+
+
 def _opening(m, brackets: dict, line_start: bool) -> str:
     """'|:' when bar m starts a repeat, the ending number when it starts an ending, else ''."""
     from music21 import bar as m21bar
 
     lb = m.leftBarline
-    if isinstance(lb, m21bar.Repeat) and lb.direction == "start":
+    if isinstance(lb, m21bar.Repeat) and lb.direction == "start" and id(m) not in brackets.get("unmatched", ()):
         return "|:"
     n = brackets.get(id(m))
     if n:
