@@ -159,3 +159,7 @@ def check_roundtrip(
         import json
 
         print(json.dumps(report["summary"], sort_keys=True))
+
+
+# Commands defined in their own modules register on `app` when imported.
+from . import cli_render  # noqa: E402,F401

@@ -20,7 +20,9 @@ def note_events(score) -> list[tuple[int, Fraction, Fraction, int]]:
     for pi, part in enumerate(parts):
         flat = part.flatten()
         try:
-            flat = flat.stripTies(matchByPitch=True)
+            # Not matchByPitch: music21 tells a written natural from no accidental
+            # there, and the canonical text writes "=c3-|c" where the source had none.
+            flat = flat.stripTies(matchByPitch=False)
         except Exception:  # music21 fails on some malformed tie chains; compare untied
             pass
         for n in sounding_notes_iter(flat):

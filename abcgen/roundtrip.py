@@ -66,22 +66,24 @@ def midi_notes(path: str) -> list[tuple[Fraction, Fraction, int]]:
 
 
 def _clustered(notes, tol):
-    """Notes ordered by onset with near-simultaneous onsets (within tol) merged, then by pitch."""
-    out, start = [], None
-    for n in sorted(notes):
-        if start is None or n[0] - start > tol:
-            start = n[0]
-        out.append((start, n[2], n))
-    out.sort(key=lambda t: (t[0], t[1]))
-    return [t[2] for t in out]
+    """(onset, end, pitch) ordered by onset, where onsets chained within tol count as one chord onset."""
+    out, start, prev = [], None, None
+    for on, d, p in sorted(notes):
+        if prev is None or on - prev > tol:
+            start = on
+        prev = on
+        out.append((start, on + d, p))
+    out.sort(key=lambda t: (t[0], t[2]))
+    return out
 
 
 def notes_agree(ours, theirs, tol=Fraction(1, 32)) -> tuple[bool, bool]:
-    """(same onsets and pitches, same durations too), within tol quarter notes.
+    """(same onsets and pitches, same note ends too), within tol quarter notes.
 
     abc2midi starts each note a tick late, ends it a tick early and staggers
-    the notes of a chord by ten ticks (at 480 per quarter); the tolerance
-    (15 ticks) absorbs that and nothing musical.
+    the notes of a chord ten ticks apart (at 480 per quarter): onsets chained
+    closer than the tolerance (15 ticks, far less than any written note) are
+    one chord onset, and a note's end is compared rather than its length.
     """
     if theirs is None or len(ours) != len(theirs):
         return False, False

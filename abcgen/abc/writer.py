@@ -22,7 +22,8 @@ The canonical form, rule by rule:
   over a bar line gets its accidental again in the new bar.
 * Ties ``-``; tuplets ``(3`` (and ``(2``, ``(4``) when the group is the plain
   one, else ``(p:q:r``; rests ``z``; chords ``[CEG]2`` with the duration after
-  the bracket and the notes from low to high.
+  the bracket and the notes from low to high.  A tied chord is written
+  ``[CEG]2-`` as ABC 2.1 says, though music21 10 reads no tie on a chord.
 * Grace notes are dropped, as are chord symbols, decorations, slurs and
   lyrics: the canonical form keeps what sounds.
 * Bars: ``|``, ``||``, ``|]``, ``[|``, repeats ``|:``, ``:|`` and ``::`` (end

@@ -1,0 +1,106 @@
+"""Corpus preparation: manifests, canonical tunes, duplicates, stable split, cache."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from abcgen import corpus
+from abcgen.abc.writer import model_text
+from abcgen.errors import CorpusError
+
+MINI = Path(__file__).parent / "data" / "minicorpus"
+
+
+def test_builtin_manifests():
+    names = corpus.builtin_names()
+    assert {"folk", "essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs", "miscFolk"} <= set(names)
+    m = corpus.load_manifest("folk")
+    assert [s["music21"] for s in m.sources] == ["essenFolksong", "oneills1850", "ryansMammoth",
+                                                  "airdsAirs", "miscFolk"]
+    files = corpus.source_files(corpus.load_manifest("miscFolk"))
+    assert len(files) == 2 and all(f.suffix == ".abc" for _, f in files)
+
+
+def test_unknown_corpus_names_the_choices():
+    with pytest.raises(CorpusError, match="unknown corpus 'nosuch'.*folk"):
+        corpus.load_manifest("nosuch")
+
+
+def test_bad_manifest(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("name = 'x'\nsources = [{ ftp = 'x' }]\n")
+    with pytest.raises(CorpusError, match="bad.toml"):
+        corpus.load_manifest(str(p))
+
+
+def test_prepare_folder(tmp_path):
+    prep = corpus.prepare(str(MINI), jobs=1, progress=False)
+    st = prep.stats
+    assert st["tunes_found"] == 6
+    assert st["parsed"] == 5 and st["failed"] == 1
+    (fail,) = st["failures"]
+    assert fail["x"] == "4" and fail["file"].endswith("book.abc") and "no notes" in fail["reason"]
+    assert st["duplicates"] == 1  # X:2 is X:1 under another title
+    assert st["unique_tunes"] == 4
+    assert sum(s["tunes"] for s in st["splits"].values()) == 4
+    assert st["meters"] == {"6/8": 1, "4/4": 1, "3/4": 1, "2/4": 1}
+    assert st["keys"]["Ador"] == 1 and st["keys"]["Amaj"] == 1
+    for s in corpus.SPLITS:
+        d = st["splits"][s]
+        texts = prep.texts(s)
+        assert d["chars"] == sum(len(t) for t in texts) == d["char_tokens"]
+    assert st["vocab_size"]["char"] > 10
+
+
+def test_split_is_by_content_not_order(tmp_path):
+    m = corpus.Manifest(name="x", description="", sources=[], valid=0.3, test=0.3)
+    texts = [f"M:4/4\nL:1/8\nK:Cmaj\nC{n}|\n" for n in range(2, 200)]
+    a = [corpus.split_of(t, m) for t in texts]
+    b = [corpus.split_of(t, m) for t in reversed(texts)][::-1]
+    assert a == b
+    assert {"train", "valid", "test"} == set(a)
+    m2 = corpus.Manifest(name="x", description="", sources=[], valid=0.3, test=0.3, salt="other")
+    assert [corpus.split_of(t, m2) for t in texts] != a
+
+
+def test_cache_hit_and_key(tmp_path):
+    folder = tmp_path / "tunes"
+    folder.mkdir()
+    (folder / "a.abc").write_text((MINI / "more.abc").read_text())
+    first = corpus.prepare(str(folder), jobs=1, progress=False)
+    assert first.stats["cache"]["hit"] is False
+    second = corpus.prepare(str(folder), jobs=1, progress=False)
+    assert second.stats["cache"]["hit"] is True
+    assert second.tunes == first.tunes
+    # the cache is keyed by content: an edited source is prepared again
+    (folder / "a.abc").write_text((MINI / "more.abc").read_text().replace("A3|]", "A2 z|]"))
+    third = corpus.prepare(str(folder), jobs=1, progress=False)
+    assert third.stats["cache"]["hit"] is False
+    cache_files = {p.name for p in Path(third.cache_dir).iterdir()}
+    assert cache_files == {"tunes.json", "stats.json"}  # JSON only, no pickle
+    json.loads((Path(third.cache_dir) / "tunes.json").read_text())
+
+
+def test_transpose_to_c():
+    prep = corpus.prepare(str(MINI / "more.abc"), transpose="C", jobs=1, progress=False)
+    keys = sorted(model_text(t["abc"]).split("\n")[2] for t in prep.tunes)
+    assert keys == ["K:Cdor", "K:Cmaj"]
+
+
+def test_transpose_all_augments_train_only(tmp_path):
+    man = tmp_path / "m.toml"
+    man.write_text(f'name = "m"\nsources = [{{ path = "{MINI / "more.abc"}" }}]\n'
+                   '[split]\nvalid = 0.0\ntest = 0.5\nsalt = "t"\n')
+    prep = corpus.prepare(str(man), transpose="all", jobs=1, progress=False)
+    originals = [t for t in prep.tunes if not t.get("transposed")]
+    assert sorted(t["split"] for t in originals) == ["test", "train"]
+    assert len(prep.split("train")) == 12 and len(prep.split("test")) == 1
+    keys = {model_text(t["abc"]).split("\n")[2][2:-3] for t in prep.split("train")}
+    assert len(keys) == 12  # twelve different tonics
+    assert all(t["split"] == "train" for t in prep.tunes if t.get("transposed"))
+
+
+def test_book_entry():
+    t = {"abc": "X:1\nT:Air\nM:3/4\nL:1/4\nK:Ador\nA B c|\n", "title": "Air"}
+    assert corpus.book_entry(t, 7) == "X:7\nT:Air\nM:3/4\nL:1/4\nK:Ador\nA B c|\n"

@@ -1,0 +1,63 @@
+"""The canonical text checked against an independent ABC reader: abc2midi."""
+
+import shutil
+from fractions import Fraction
+
+import pytest
+
+from abcgen.abc.reader import parse_abc, split_book
+from abcgen.abc.writer import write_abc
+from abcgen.notes import note_events
+from abcgen.roundtrip import check_tune, notes_agree, strip_repeats, summarize
+
+from .test_writer import CASES
+
+needs_abc2midi = pytest.mark.skipif(shutil.which("abc2midi") is None,
+                                    reason="abc2midi (Debian package abcmidi) not installed")
+
+
+def test_strip_repeats():
+    abc = "X:1\nM:6/8\nL:1/8\nK:Dmaj\n|:A3 B3|1f3 e3:|2f3 d3::\nabc def|\n[1g6:|\n[2a6|]\n"
+    assert strip_repeats(abc) == ("X:1\nM:6/8\nL:1/8\nK:Dmaj\n|A3 B3|f3 e3|f3 d3|\nabc def|\n"
+                                  "g6|\na6|]\n")
+
+
+def test_notes_agree_tolerates_ticks_not_notes():
+    ours = [(Fraction(0), Fraction(1), 60), (Fraction(0), Fraction(1), 64), (Fraction(1), Fraction(1), 62)]
+    tick = Fraction(1, 480)
+    theirs = [(tick, 1 - 2 * tick, 60), (11 * tick, 1 - 12 * tick, 64), (1 + tick, 1 - 2 * tick, 62)]
+    assert notes_agree(ours, theirs) == (True, True)
+    wrong = theirs[:2] + [(1 + tick, 1 - 2 * tick, 63)]
+    assert notes_agree(ours, wrong) == (False, False)
+    assert notes_agree(ours, theirs[:2]) == (False, False)
+
+
+@needs_abc2midi
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_abc2midi_reads_the_same_notes_as_music21(name, tmp_path):
+    src, _ = CASES[name]
+    (tune,) = split_book(src, file=f"{name}.abc")
+    r = check_tune(tune, use_abc2midi=True, workdir=str(tmp_path))
+    assert r["status"] == "exact"
+    assert r["abc2midi_accepted"], r["abc2midi_errors"]
+    assert r["abc2midi_pitch_match"] and r["abc2midi_duration_match"]
+
+
+@needs_abc2midi
+def test_accidental_rule_matches_abc2midi(tmp_path):
+    # ^c then c in one bar: music21 reads C natural, abc2midi C sharp; the canonical
+    # text writes =c so both read C natural.
+    (tune,) = split_book("X:1\nM:4/4\nL:1/4\nK:C\n^c c ^C c|^c4|c4|]\n")
+    r = check_tune(tune, use_abc2midi=True, workdir=str(tmp_path))
+    assert r["status"] == "exact" and r["abc2midi_pitch_match"]
+    assert "^c =c ^C =c" in write_abc(parse_abc(tune.text))
+
+
+def test_summary_counts_categories():
+    rs = [{"where": "a", "status": "exact", "notes": 10, "notes_equal": 10},
+          {"where": "b", "status": "pitch differs", "notes": 10, "notes_equal": 7},
+          {"where": "c", "status": "source does not parse", "reason": "x"}]
+    s = summarize(rs, "t", use_abc2midi=False)["summary"]
+    assert (s["tunes"], s["source_parsed"], s["exact"]) == (3, 2, 1)
+    assert s["exact_pct"] == 50.0 and s["notes_exact_pct"] == 85.0
+    assert s["mismatch"] == {"pitch differs": 1}
