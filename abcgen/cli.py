@@ -161,5 +161,43 @@ def check_roundtrip(
         print(json.dumps(report["summary"], sort_keys=True))
 
 
+@app.command()
+@handled
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (config, vocabulary, checkpoints, metrics)."),
+    fmt: str = typer.Option("abc", "--format", help="abc (the text model)."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpus name or path [folk]."),
+    level: Optional[str] = typer.Option(None, "--level", help="char | token [token]."),
+    layers: Optional[int] = typer.Option(None, "--layers", help="LSTM layers [1]."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", help="LSTM units per layer [512]."),
+    embed_dim: Optional[int] = typer.Option(None, "--embed-dim", help="Embedding size [128]."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout before the output layer [0.2]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Last epoch to train [20]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per batch [64]."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per training window [256]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [0.002]."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Epochs without valid improvement before stopping [3]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [1]."),
+    transpose: Optional[str] = typer.Option(None, "--transpose", help="none | C | all [none]."),
+    max_train_tokens: Optional[int] = typer.Option(None, "--max-train-tokens",
+                                                   help="Use only this many train tokens per epoch (0: all)."),
+    distribute: Optional[str] = typer.Option(None, "--distribute", help="none | mirrored (all GPUs of this host)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+):
+    """Train the LSTM on a prepared corpus, with a checkpoint every epoch."""
+    from . import train as train_mod
+    from .abc.tokens import LEVELS
+
+    if level is not None and level not in LEVELS:
+        fail(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
+    given = dict(format=fmt, corpus=corpus, level=level, layers=layers, hidden=hidden,
+                 embed_dim=embed_dim, dropout=dropout, epochs=epochs, batch_size=batch_size,
+                 seq_len=seq_len, lr=lr, patience=patience, seed=seed, transpose=transpose,
+                 max_train_tokens=max_train_tokens, distribute=distribute)
+    state = train_mod.train(out, given, resume=resume, log=log)
+    best = state.get("best_valid")
+    log(f"done: best epoch {state.get('best_epoch')}, run in {out}")
+
+
 # Commands defined in their own modules register on `app` when imported.
 from . import cli_render  # noqa: E402,F401
