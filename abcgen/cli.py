@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 check_app = typer.Typer(no_args_is_help=True, help="Corpus-wide checks of the reader and writer.")
 app.add_typer(check_app, name="check")
+bench_app = typer.Typer(no_args_is_help=True, help="Speed measured side by side, reported as ratios.")
+app.add_typer(bench_app, name="bench")
 
 _state = {"debug": False}
 
@@ -197,6 +199,48 @@ def train(
     state = train_mod.train(out, given, resume=resume, log=log)
     best = state.get("best_valid")
     log(f"done: best epoch {state.get('best_epoch')}, run in {out}")
+
+
+@bench_app.command("train")
+@handled
+def bench_train(
+    corpus: str = typer.Option("folk", "--corpus", "-c", help="Corpus whose train text is used."),
+    level: str = typer.Option("char", "--level", help="char | token."),
+    hidden: int = typer.Option(512, "--hidden"),
+    layers: int = typer.Option(1, "--layers"),
+    batches: int = typer.Option(20, "--batches", help="Timed batches per model."),
+    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
+):
+    """Training tokens/s of abcgen's model beside the keras-io character-LSTM reference."""
+    from . import bench
+
+    r = bench.bench_train(corpus=corpus, level=level, hidden=hidden, layers=layers, batches=batches,
+                          log=lambda m: print(m, flush=True))
+    if json_out:
+        import json
+
+        print(json.dumps(r, sort_keys=True))
+
+
+@app.command()
+@handled
+def evaluate(
+    model: Path = typer.Option(..., "--model", "-m", help="A run directory from abcgen train."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpus [the run's corpus]."),
+    split: str = typer.Option("test", "--split", help="train | valid | test."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines",
+                                   help="Also the 5-gram Kneser-Ney and xz baselines."),
+    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
+):
+    """Held-out bits per character of a model beside n-gram and xz baselines."""
+    from . import evaluate as ev
+
+    r = ev.evaluate_model(model, corpus=corpus, split=split, baselines=baselines, log=log)
+    print(ev.format_model_report(r))
+    if json_out:
+        import json
+
+        print(json.dumps(r, sort_keys=True))
 
 
 # Commands defined in their own modules register on `app` when imported.

@@ -2,6 +2,10 @@
 
 A note event is (part, onset, duration, MIDI pitch) with ties merged and grace
 notes and chord symbols left aside: what a listener hears, not how it is spelled.
+Ties are merged by sound, as a player (or abc2midi) does: a note marked as
+tied joins the next note of the same pitch that starts where it ends; a tie
+to a different pitch, or to nothing, joins nothing.  (music21's stripTies
+compares spellings, so ``=c-|c`` would not merge there.)
 """
 
 from __future__ import annotations
@@ -11,6 +15,41 @@ from fractions import Fraction
 from .abc.reader import sounding_notes_iter
 from .abc.writer import frac
 
+_TIED = ("start", "continue")
+
+
+def _tied(el, n=None) -> bool:
+    if el.tie is not None and el.tie.type in _TIED:
+        return True
+    return n is not None and n.tie is not None and n.tie.type in _TIED
+
+
+def part_events(part) -> list[tuple[Fraction, Fraction, int]]:
+    """(onset, duration, MIDI pitch) of one part, ties merged by sound."""
+    flat = part.flatten()
+    raw = []
+    for el in sounding_notes_iter(flat):
+        on = frac(el.getOffsetBySite(flat))
+        d = frac(el.duration.quarterLength)
+        if el.isChord:
+            for n in el.notes:
+                raw.append((on, d, int(round(n.pitch.ps)), _tied(el, n)))
+        else:
+            raw.append((on, d, int(round(el.pitch.ps)), _tied(el)))
+    raw.sort(key=lambda e: (e[0], e[2]))
+    out: list[list] = []
+    waiting: dict = {}  # (pitch, time it ends) -> index in out
+    for on, d, p, tied in raw:
+        i = waiting.pop((p, on), None)
+        if i is not None:
+            out[i][1] += d
+        else:
+            i = len(out)
+            out.append([on, d, p])
+        if tied:
+            waiting[(p, out[i][0] + out[i][1])] = i
+    return sorted((on, d, p) for on, d, p in out)
+
 
 def note_events(score) -> list[tuple[int, Fraction, Fraction, int]]:
     from music21 import stream as m21stream
@@ -18,18 +57,7 @@ def note_events(score) -> list[tuple[int, Fraction, Fraction, int]]:
     parts = list(score.parts) if isinstance(score, m21stream.Score) and score.parts else [score]
     out = []
     for pi, part in enumerate(parts):
-        flat = part.flatten()
-        try:
-            # Not matchByPitch: music21 tells a written natural from no accidental
-            # there, and the canonical text writes "=c3-|c" where the source had none.
-            flat = flat.stripTies(matchByPitch=False)
-        except Exception:  # music21 fails on some malformed tie chains; compare untied
-            pass
-        for n in sounding_notes_iter(flat):
-            on = frac(n.getOffsetBySite(flat))
-            d = frac(n.duration.quarterLength)
-            for p in n.pitches:
-                out.append((pi, on, d, int(round(p.ps))))
+        out.extend((pi, on, d, p) for on, d, p in part_events(part))
     out.sort()
     return out
 

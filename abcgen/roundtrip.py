@@ -214,6 +214,13 @@ def summarize(results: list[dict], name: str, use_abc2midi: bool) -> dict:
         s["abc2midi_tunes_with_warnings"] = sum(1 for r in checked if r["abc2midi_warnings"])
         errs = Counter(re.sub(r"\d+", "N", e) for r in checked for e in r["abc2midi_errors"])
         s["abc2midi_error_kinds"] = dict(errs.most_common(10))
+        ex = defaultdict(list)
+        for r in checked:
+            for e in r["abc2midi_errors"][:1]:
+                k = re.sub(r"\d+", "N", e)
+                if len(ex[k]) < 3:
+                    ex[k].append(f"{r['where']}: {e}")
+        s["abc2midi_error_examples"] = dict(ex)
         bad = [r["where"] for r in checked if not r["abc2midi_pitch_match"]][:5]
         s["abc2midi_pitch_mismatch_examples"] = bad
     return {"summary": s, "examples": dict(examples)}
@@ -237,6 +244,8 @@ def format_report(rep: dict) -> str:
                      f"{s['abc2midi_tunes_with_warnings']}")
         for k, v in s["abc2midi_error_kinds"].items():
             lines.append(f"  {v:6d}  {k}")
+            for e in s["abc2midi_error_examples"].get(k, []):
+                lines.append(f"            e.g. {e}")
         for ex in s["abc2midi_pitch_mismatch_examples"]:
             lines.append(f"  pitch mismatch e.g. {ex}")
     return "\n".join(lines)

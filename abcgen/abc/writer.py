@@ -224,16 +224,27 @@ class _PartWriter:
     def dur(self, ql: Fraction) -> str:
         return duration_str(ql / self.unit_ql)
 
-    def element(self, el, bar: _Bar, scale: Fraction = Fraction(1)) -> str:
+    def _tie(self, el, start: Fraction) -> str:
+        """'-' when el is tied and a note of one of its pitches starts where it ends.
+
+        A tie to another pitch (some sources use ``-`` like a slur) is no tie
+        in sound; abc2midi rejects it, so it is not written.
+        """
+        tied = el.tie is not None and el.tie.type in ("start", "continue")
+        if el.isChord:
+            tied = tied or any(n.tie is not None and n.tie.type in ("start", "continue") for n in el.notes)
+        if not tied:
+            return ""
+        end = start + frac(el.duration.quarterLength)
+        return "-" if any((int(round(p.ps)), end) in self.onsets for p in el.pitches) else ""
+
+    def element(self, el, bar: _Bar, start: Fraction, scale: Fraction = Fraction(1)) -> str:
         ql = frac(el.duration.quarterLength) * scale
         if el.isRest:
             return "z" + self.dur(ql)
-        tie = "-" if el.tie is not None and el.tie.type in ("start", "continue") else ""
+        tie = self._tie(el, start)
         if el.isChord:
             pitches = sorted(el.pitches, key=lambda p: (p.ps, p.step))
-            if not tie and any(n.tie is not None and n.tie.type in ("start", "continue")
-                               for n in el.notes):
-                tie = "-"
             return "[" + "".join(bar.pitch(p) for p in pitches) + "]" + self.dur(ql) + tie
         return bar.pitch(el.pitch) + self.dur(ql) + tie
 
@@ -242,6 +253,7 @@ class _PartWriter:
         bar = _Bar(_key_alter(self.key))
         beat = frac(self.ts.beatDuration.quarterLength) if self.ts is not None else Fraction(1)
         pos = frac(m.paddingLeft)
+        m_on = frac(m.getOffsetBySite(self.part))
         els = _sounding(m)
         out = []
         i = 0
@@ -250,7 +262,7 @@ class _PartWriter:
             t = _tuplet_ratio(el)
             if t is None:
                 group = [el]
-                text = self.element(el, bar)
+                text = self.element(el, bar, m_on + frac(el.offset))
                 length = frac(el.duration.quarterLength)
             else:
                 # Gather the group: consecutive notes with the same ratio until
@@ -273,7 +285,7 @@ class _PartWriter:
                 p, q, r = t.numberNotesActual, t.numberNotesNormal, len(group)
                 scale = Fraction(p, q)
                 head = f"({p}" if (_DEFAULT_Q.get(p) == q and r == p) else f"({p}:{q}:{r}"
-                text = head + "".join(self.element(g, bar, scale) for g in group)
+                text = head + "".join(self.element(g, bar, m_on + frac(g.offset), scale) for g in group)
             if out and beat and pos % beat == 0:
                 out.append(" ")
             out.append(text)
@@ -302,6 +314,14 @@ class _PartWriter:
         ms = list(self.part.getElementsByClass(m21stream.Measure))
         if not ms:
             return []
+        # (pitch, onset) of every sounding note: where a tie can land
+        self.onsets = set()
+        for m in ms:
+            m_on = frac(m.getOffsetBySite(self.part))
+            for el in _sounding(m):
+                if not el.isRest:
+                    for p in el.pitches:
+                        self.onsets.add((int(round(p.ps)), m_on + frac(el.offset)))
         self.brackets = dict(self.brackets, unmatched=_unmatched_starts(ms))
         bar_ql = frac(self.ts.barDuration.quarterLength) if self.ts is not None else None
         pickup = len(ms) > 1 and (frac(ms[0].paddingLeft) > 0 or (

@@ -1,0 +1,83 @@
+"""``abcgen evaluate --model RUN_DIR``: held-out bits per character beside the baselines.
+
+All three figures are on the same text: the canonical model texts of one
+split.  Bits per character = total bits over the split (each tune from its
+``<s>``, the ``</s>`` prediction included) / the characters of the texts, so
+character- and token-level models compare directly.
+
+* the LSTM: the run's best checkpoint (best valid loss);
+* an order-5 modified Kneser-Ney n-gram over the same train tokens (same level);
+* xz given the training text: bits of xz(train + test) minus bits of xz(train),
+  per test character (and xz of the test text alone, a weaker baseline).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+def evaluate_model(run_dir: Path, *, corpus: str | None = None, split: str = "test",
+                   baselines: bool = True, log=None) -> dict:
+    from .abc.tokens import Vocabulary
+    from .baselines import ngram_bits_per_char, xz_bits
+    from .corpus import SPLITS, prepare
+    from .train import RunDir, TrainConfig, load_model, quiet_tensorflow, tune_bits
+
+    if split not in SPLITS:
+        raise InputError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    run = RunDir(run_dir)
+    if not (run.path / "config.json").is_file():
+        raise InputError(f"{run.path} is not a run directory (no config.json); "
+                         "train one with: abcgen train --format abc --out RUN_DIR")
+    cfg = TrainConfig.from_dict(run.read_json("config.json"))
+    vocab = Vocabulary.load(run.path / "vocab.json")
+    corpus = corpus or cfg.corpus
+    prep = prepare(corpus, transpose=cfg.transpose, progress=log is not None)
+    texts = prep.texts(split)
+    if not texts:
+        raise InputError(f"corpus {corpus!r} has no tunes in split {split!r}")
+    tunes = [np.asarray(vocab.encode(t), np.int32) for t in texts]
+    chars = sum(len(t) for t in texts)
+
+    quiet_tensorflow()
+    best = run.path / "best.keras"
+    if not best.is_file():
+        raise InputError(f"{run.path} has no best.keras yet (no epoch finished)")
+    model = load_model(best)
+    bits, ntok = tune_bits(model, tunes)
+    out = {
+        "model": str(run.path), "corpus": corpus, "split": split, "level": cfg.level,
+        "layers": cfg.layers, "hidden": cfg.hidden,
+        "test_tunes": len(texts), "test_chars": chars, "test_tokens": ntok,
+        "bits_per_char": round(bits / chars, 5),
+        "bits_per_token": round(bits / ntok, 5),
+        "perplexity": round(2 ** (bits / ntok), 4),
+    }
+    if baselines:
+        train_texts = prep.texts("train")
+        ng = ngram_bits_per_char(train_texts, texts, cfg.level, order=5)
+        out["ngram_order"] = 5
+        out["ngram_bits_per_char"] = round(ng["bits_per_char"], 5)
+        out["ngram_bits_per_token"] = round(ng["bits_per_token"], 5)
+        xz = xz_bits("".join(train_texts), "".join(texts))
+        out["xz_bits_per_char"] = round(xz["bits_per_char"], 5)
+        out["xz_alone_bits_per_char"] = round(xz["alone_bits_per_char"], 5)
+    return out
+
+
+def format_model_report(r: dict) -> str:
+    lines = [f"{r['split']} split of {r['corpus']}: {r['test_tunes']} tunes, {r['test_chars']:,} characters, "
+             f"{r['test_tokens']:,} {r['level']} tokens",
+             f"  LSTM {r['layers']}x{r['hidden']} ({r['level']}): {r['bits_per_char']:.4f} bits/char, "
+             f"{r['bits_per_token']:.4f} bits/token, perplexity {r['perplexity']:.3f}"]
+    if "ngram_bits_per_char" in r:
+        lines.append(f"  {r['ngram_order']}-gram Kneser-Ney ({r['level']}): {r['ngram_bits_per_char']:.4f} bits/char, "
+                     f"{r['ngram_bits_per_token']:.4f} bits/token")
+        lines.append(f"  xz given the train text: {r['xz_bits_per_char']:.4f} bits/char "
+                     f"(xz of the test text alone: {r['xz_alone_bits_per_char']:.4f})")
+    return "\n".join(lines)
+

@@ -1,0 +1,62 @@
+"""abcgen evaluate --model: the LSTM's held-out bits, checked against the NumPy step, and the baselines."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from abcgen import evaluate as ev
+from abcgen import train as T
+from abcgen.abc.tokens import Vocabulary
+from abcgen.corpus import prepare
+from abcgen.step import NumpyLSTM, load_npz, log_softmax
+
+MINI = str(Path(__file__).parent / "data" / "minicorpus")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("evalrun") / "run"
+    T.train(d, dict(corpus=MINI, hidden=16, embed_dim=8, seq_len=16, batch_size=4, epochs=2, seed=5),
+            log=lambda m: None)
+    return d
+
+
+def test_bits_match_the_numpy_step(run_dir):
+    r = ev.evaluate_model(run_dir, split="train", baselines=False)
+    # the same figure computed independently: NumPy LSTM over model.npz (= best.keras)
+    weights, meta = load_npz(run_dir / "model.npz")
+    net = NumpyLSTM(weights)
+    vocab = Vocabulary.load(run_dir / "vocab.json")
+    texts = prepare(MINI, progress=False).texts("train")
+    bits = 0.0
+    for t in texts:
+        ids = np.asarray(vocab.encode(t))
+        logits, _ = net.run(ids[:-1], return_all=True)
+        lp = log_softmax(np.asarray(logits).reshape(len(ids) - 1, -1))
+        bits -= lp[np.arange(len(ids) - 1), ids[1:]].sum() / math.log(2)
+    chars = sum(len(t) for t in texts)
+    assert r["test_chars"] == chars
+    assert r["bits_per_char"] == pytest.approx(bits / chars, rel=1e-4)
+    assert r["perplexity"] == pytest.approx(2 ** r["bits_per_token"], rel=1e-3)
+
+
+def test_cli_json_has_the_baselines(run_dir):
+    from abcgen.cli import app
+
+    res = CliRunner().invoke(app, ["evaluate", "--model", str(run_dir), "--split", "train", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output.strip().splitlines()[-1])
+    for k in ("bits_per_char", "bits_per_token", "ngram_bits_per_char", "xz_bits_per_char", "test_chars"):
+        assert isinstance(d[k], (int, float)) and d[k] > 0, k
+    assert d["xz_bits_per_char"] < d["xz_alone_bits_per_char"]
+
+
+def test_not_a_run_dir(tmp_path):
+    from abcgen.errors import InputError
+
+    with pytest.raises(InputError, match="not a run directory"):
+        ev.evaluate_model(tmp_path)
