@@ -243,5 +243,49 @@ def evaluate(
         print(json.dumps(r, sort_keys=True))
 
 
+@app.command()
+@handled
+def sample(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory or .npz [the shipped model]."),
+    count: int = typer.Option(1, "-n", "--count", help="How many tunes (sampled as one batch)."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Below 1: safer; above 1: wilder."),
+    top_k: int = typer.Option(0, "--top-k", help="Sample among the K likeliest tokens (0: all)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: the likeliest tokens up to this mass."),
+    seed: int = typer.Option(0, "--seed", "-s", help="Same seed, same tunes."),
+    meter: Optional[str] = typer.Option(None, "--meter", help="Header prompt, e.g. 6/8."),
+    key: Optional[str] = typer.Option(None, "--key", help="Header prompt, e.g. Dmix (needs --meter and --unit)."),
+    unit: Optional[str] = typer.Option(None, "--unit", help="Header prompt, e.g. 1/8 (needs --meter)."),
+    prime: str = typer.Option("", "--prime", help="An opening to continue, e.g. 'A|:B2c def|'."),
+    max_tokens: int = typer.Option(1000, "--max-tokens", help="Length cap; the tune is then closed cleanly."),
+    constraints: bool = typer.Option(True, "--constraints/--no-constraints",
+                                     help="Mask the model with the ABC state machine (valid tunes)."),
+):
+    """Write new tunes as an ABC tune book to stdout."""
+    import os
+
+    # One BLAS thread: the step's small products gain little from two and lose much under load.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    from . import sample as S
+
+    if count < 1 or count > 10000:
+        fail("-n must be between 1 and 10000")
+    if temperature <= 0:
+        fail("--temperature must be positive")
+    if not 0 < top_p <= 1:
+        fail("--top-p must be in (0, 1]")
+    if key is not None and (meter is None or unit is None):
+        fail("--key needs --meter and --unit (the header is M:, L:, K: in that order)")
+    if unit is not None and meter is None:
+        fail("--unit needs --meter (the header is M:, L:, K: in that order)")
+    opts = S.SampleOptions(count=count, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                           meter=meter, key=key, unit=unit, prime=prime, max_tokens=max_tokens,
+                           constraints=constraints)
+    m = S.Model(S.resolve_model(model))
+    texts = S.sample(m, opts)
+    sys.stdout.write(S.tune_book(m, texts, opts))
+    sys.stdout.flush()
+
+
 # Commands defined in their own modules register on `app` when imported.
 from . import cli_render  # noqa: E402,F401

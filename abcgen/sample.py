@@ -1,0 +1,203 @@
+"""``abcgen sample``: new tunes from an exported model, with NumPy only.
+
+This module never imports TensorFlow (or music21): ``abcgen sample`` loads a
+``model.npz`` (weights and vocabulary, no pickle), steps the LSTM in NumPy for
+all requested tunes at once, and masks every next-token distribution with the
+ABC state machine of ``abc.grammar`` so each tune is valid ABC whose complete
+bars have the meter's length.
+
+Randomness: one ``numpy.random.Generator`` seeded with ``--seed`` draws one
+uniform number per active tune per step, in tune order, so the same seed,
+model and options give the same tune book byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
+
+
+@dataclass
+class SampleOptions:
+    count: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    meter: str | None = None
+    key: str | None = None
+    unit: str | None = None
+    prime: str = ""
+    max_tokens: int = 1000
+    constraints: bool = True
+
+
+def resolve_model(path: str | None) -> Path:
+    """A run directory, a .npz file, or the model that ships with abcgen."""
+    if path is None:
+        if DEFAULT_MODEL.is_file():
+            return DEFAULT_MODEL
+        raise InputError("no default model ships with this version of abcgen yet: train one with "
+                         "'abcgen train --format abc --corpus folk --out RUN_DIR' and pass --model RUN_DIR")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if (p / "model.npz").is_file():
+            return p / "model.npz"
+        raise InputError(f"{p} has no model.npz (a run directory writes one after its first epoch)")
+    if not p.exists():
+        raise InputError("no such model file or run directory", file=str(p))
+    return p
+
+
+class Model:
+    """Weights, vocabulary and NumPy LSTM of an exported model."""
+
+    def __init__(self, path: Path):
+        from .abc.tokens import Vocabulary
+        from .step import NumpyLSTM, load_npz
+
+        weights, meta = load_npz(path)
+        try:
+            v = meta["vocab"]
+            self.vocab = Vocabulary(v["symbols"], v["level"])
+        except (KeyError, TypeError) as e:
+            raise InputError(f"the model has no vocabulary in its metadata ({e})", file=str(path)) from None
+        self.net = NumpyLSTM(weights)
+        self.meta = meta
+        self.path = path
+        self.name = path.parent.name if path.name == "model.npz" else path.stem
+
+
+def _filter_logits(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """Probabilities after temperature, top-k and nucleus (top-p) filtering; rows sum to 1."""
+    z = logits / max(temperature, 1e-6)
+    if top_k and top_k < z.shape[1]:
+        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
+        z = np.where(z < kth, -np.inf, z)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    if top_p < 1.0:
+        order = np.argsort(-p, axis=1, kind="stable")
+        sp = np.take_along_axis(p, order, axis=1)
+        cum = np.cumsum(sp, axis=1)
+        keep_sorted = (cum - sp) < top_p  # always keeps the most likely token
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=1)
+        p = np.where(keep, p, 0.0)
+        p /= p.sum(axis=1, keepdims=True)
+    return p
+
+
+def _draw(p: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF draw of one index per row, given one uniform number per row."""
+    cum = np.cumsum(p, axis=1)
+    cum[:, -1] = 1.0 + 1e-12
+    return (cum < u[:, None]).sum(axis=1)
+
+
+def _header_tokens(model: Model, opts: SampleOptions) -> list[str]:
+    """Forced header and prime as tokens of the model's vocabulary; refuse unknown symbols."""
+    from .abc.tokens import split_tokens
+
+    vocab = model.vocab
+    wanted = []
+    for field, val in (("M", opts.meter), ("L", opts.unit), ("K", opts.key)):
+        if val is None:
+            break  # the header is forced in order up to the first field not given
+        sym = f"{field}:{val}"
+        text_syms = split_tokens(sym + "\n", vocab.level)
+        for s in text_syms:
+            if s not in vocab:
+                known = sorted(x for x in vocab.symbols if x.startswith(field + ":"))
+                raise InputError(f"{sym} is not in the model's vocabulary"
+                                 + (f" (it knows {', '.join(known[:20])})" if known else ""))
+        wanted.extend(text_syms)
+    if opts.prime:
+        if any(v is None for v in (opts.meter, opts.unit, opts.key)) and not opts.prime.startswith("M:"):
+            raise InputError("--prime continues a tune body: give --meter, --unit and --key with it, "
+                             "or start the prime with its own M:, L: and K: lines")
+        for i, s in enumerate(split_tokens(opts.prime, vocab.level)):
+            if s not in vocab:
+                raise InputError(f"the prime's symbol {s!r} (token {i + 1}) is not in the model's vocabulary")
+            wanted.append(s)
+    return wanted
+
+
+def sample(model: Model, opts: SampleOptions) -> list[str]:
+    """The model texts of opts.count tunes (header from M: on, body, no X:/T:)."""
+    vocab = model.vocab
+    n = opts.count
+    rng = np.random.default_rng(opts.seed)
+    bos, eos = vocab.bos_id, vocab.eos_id
+    head = _header_tokens(model, opts)
+    head_ids = [vocab.id_of(s) for s in head]
+
+    cons = None
+    if opts.constraints:
+        from .abc.grammar import AbcConstraint
+
+        c0 = AbcConstraint(vocab)
+        c0.reset()
+        try:
+            for t in head_ids:
+                c0.advance(t)
+        except ValueError as e:
+            raise InputError(f"the header/prime is not valid canonical ABC here: {e}") from None
+        cons = [c0.copy() for _ in range(n)]
+
+    # Feed <s> + the forced prefix once and share the state across the batch.
+    logits, state = model.net.run(np.asarray([bos] + head_ids, dtype=np.int64))
+    logits = np.repeat(np.asarray(logits).reshape(1, -1), n, axis=0)
+    state = [(np.repeat(h, n, axis=0), np.repeat(c, n, axis=0)) for h, c in state]
+    out = [list(head_ids) for _ in range(n)]
+    active = np.arange(n)
+    budget = max(opts.max_tokens - len(head_ids), 1)
+    steps = 0
+    while len(active):
+        lg = logits.astype(np.float64)
+        if cons is not None:
+            closing = steps >= budget
+            mask = np.stack([cons[i].closing_allowed() if closing else cons[i].allowed() for i in active])
+            lg = np.where(mask, lg, -np.inf)
+        elif steps >= budget:
+            lg = np.full_like(lg, -np.inf)
+            lg[:, eos] = 0.0
+        p = _filter_logits(lg, opts.temperature, opts.top_k, opts.top_p)
+        tok = _draw(p, rng.random(len(active)))
+        keep = []
+        for j, i in enumerate(active):
+            t = int(tok[j])
+            if cons is not None:
+                cons[i].advance(t)
+            if t == eos:
+                continue
+            out[i].append(t)
+            keep.append(j)
+        steps += 1
+        if not keep:
+            break
+        keep = np.asarray(keep)
+        active = active[keep]
+        state = [(h[keep], c[keep]) for h, c in state]
+        logits, state = model.net.step(tok[keep], state)
+    return [vocab.decode(ids) for ids in out]
+
+
+def tune_book(model: Model, texts: list[str], opts: SampleOptions) -> str:
+    parts = []
+    for i, t in enumerate(texts, 1):
+        if not t.endswith("\n"):
+            t += "\n"
+        title = f"T:abcgen {model.name} seed {opts.seed} tune {i}"
+        if opts.temperature != 1.0:
+            title += f" temperature {opts.temperature:g}"
+        parts.append(f"X:{i}\n{title}\n{t}")
+    return "\n".join(parts)
+
