@@ -98,3 +98,95 @@ def bench_train(*, corpus: str = "folk", level: str = "char", hidden: int = 512,
     log(f"ratio: {results['ratio_tokens']:.1f}x the reference in training tokens (targets) per second, "
         f"{results['ratio_timesteps']:.2f}x in LSTM steps per second")
     return results
+
+
+def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, tokens: int = 400,
+                 naive_tokens: int = 60, model_path: str | None = None, log=print) -> dict:
+    """Tokens/s of the NumPy sampler (1 tune, 64 tunes) beside the naive Keras loop, same model."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from .train import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+
+    from . import sample as S
+    from .abc.tokens import Vocabulary
+    from .corpus import prepare
+    from .model import build_text_model, export_npz
+
+    tmp = Path(tempfile.mkdtemp(prefix="abcgen-bench-"))
+    if model_path:
+        npz = S.resolve_model(model_path)
+        m = S.Model(npz)
+        vocab = m.vocab
+        from .train import load_model
+
+        kmodel = load_model(npz.parent / "best.keras") if (npz.parent / "best.keras").is_file() else None
+        if kmodel is None:
+            raise RuntimeError("the naive Keras loop needs the run's best.keras beside model.npz")
+    else:
+        vocab = Vocabulary.build(prepare(corpus, progress=False).texts("train"), "token")
+        keras.utils.set_random_seed(0)
+        kmodel = build_text_model(len(vocab), hidden=hidden, layers=layers)
+        npz = tmp / "model.npz"
+        export_npz(kmodel, npz, {"vocab": vocab.to_dict()}, dtype="float32")
+        m = S.Model(npz)
+    r = {"hidden": hidden, "layers": layers, "vocab": len(vocab), "model": str(npz)}
+
+    def timed(count):
+        opts = S.SampleOptions(count=count, seed=1, max_tokens=tokens)
+        t0 = time.perf_counter()
+        texts = S.sample(m, opts)
+        dt = time.perf_counter() - t0
+        n = sum(len(vocab.encode(t, add_markers=False)) for t in texts)
+        return n / dt, n
+
+    S.sample(m, S.SampleOptions(count=2, seed=0, max_tokens=20))  # warm-up
+    r["numpy_1_tokens_per_s"], n1 = timed(1)
+    r["numpy_64_tokens_per_s"], n64 = timed(64)
+    log(f"NumPy sampler with the ABC mask, 1 tune: {r['numpy_1_tokens_per_s']:,.0f} tokens/s ({n1} tokens)")
+    log(f"NumPy sampler with the ABC mask, 64 tunes: {r['numpy_64_tokens_per_s']:,.0f} tokens/s ({n64} tokens)")
+
+    # The naive loop: model.predict on the whole growing window for every token.
+    rng = np.random.default_rng(0)
+    seq = [vocab.bos_id]
+    kmodel.predict(np.asarray([seq]), verbose=0)
+    t0 = time.perf_counter()
+    for _ in range(naive_tokens):
+        logits = kmodel.predict(np.asarray([seq]), verbose=0)[0, -1].astype(np.float64)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        seq.append(int(rng.choice(len(p), p=p)))
+    r["keras_naive_tokens_per_s"] = naive_tokens / (time.perf_counter() - t0)
+    r["ratio_1"] = r["numpy_1_tokens_per_s"] / r["keras_naive_tokens_per_s"]
+    r["ratio_64"] = r["numpy_64_tokens_per_s"] / r["keras_naive_tokens_per_s"]
+    log(f"naive Keras loop (model.predict on the growing window, {naive_tokens} tokens): "
+        f"{r['keras_naive_tokens_per_s']:,.1f} tokens/s")
+    log(f"ratios: {r['ratio_1']:,.0f}x for one tune, {r['ratio_64']:,.0f}x at batch 64")
+
+    # The whole process, as a user runs it.
+    # The child reports its own peak RSS: RUSAGE_CHILDREN would count the pages of
+    # this (TensorFlow-sized) process that the child shares between fork and exec.
+    probe = ("import resource, runpy, sys\n"
+             "sys.argv = ['abcgen', 'sample', '--model', sys.argv[1], '--seed', '1']\n"
+             "try:\n    runpy.run_module('abcgen', run_name='__main__')\n"
+             "finally:\n    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+             "file=sys.stderr)\n")
+    cmd = [sys.executable, "-c", probe, str(npz)]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    r["process_wall_s"] = time.perf_counter() - t0
+    kb = [ln.split()[1] for ln in p.stderr.splitlines() if ln.startswith("PEAK_RSS_KB")]
+    r["process_peak_rss_mb"] = int(kb[0]) / 1024 if kb else float("nan")
+    r["process_ok"] = p.returncode == 0
+    log(f"whole process 'abcgen sample > tune.abc': {r['process_wall_s']:.2f} s, "
+        f"peak memory {r['process_peak_rss_mb']:.0f} MB (exit {p.returncode})")
+    for k, v in list(r.items()):
+        if isinstance(v, float):
+            r[k] = round(v, 2)
+    return r

@@ -287,5 +287,26 @@ def sample(
     sys.stdout.flush()
 
 
+@bench_app.command("sample")
+@handled
+def bench_sample(
+    corpus: str = typer.Option("folk", "--corpus", "-c", help="Corpus whose vocabulary the random model uses."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained run instead of a random model."),
+    hidden: int = typer.Option(512, "--hidden"),
+    layers: int = typer.Option(1, "--layers"),
+    tokens: int = typer.Option(400, "--tokens", help="Length cap per sampled tune."),
+    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
+):
+    """Sampling tokens/s: NumPy sampler (1 and 64 tunes) beside the naive Keras loop."""
+    from . import bench
+
+    r = bench.bench_sample(corpus=corpus, hidden=hidden, layers=layers, tokens=tokens, model_path=model,
+                           log=lambda m: print(m, flush=True))
+    if json_out:
+        import json
+
+        print(json.dumps(r, sort_keys=True))
+
+
 # Commands defined in their own modules register on `app` when imported.
 from . import cli_render  # noqa: E402,F401
