@@ -34,6 +34,11 @@ CASES = {
     "end and start repeat together": (
         "X:1\nT:Fixture\nM:2/4\nL:1/8\nK:C\n|:C2D2|E4::G2A2|c4:|\n",
         "X:1\nT:Fixture\nM:2/4\nL:1/4\nK:Cmaj\n|:C D|E2::G A|c2:|\n"),
+    # the second section has an end repeat and endings but no start repeat: it gets one
+    # where the repeat goes back to (abc2midi rejects '[1' before any '|:')
+    "start repeat made explicit": (
+        "X:1\nT:Fixture\nM:2/4\nL:1/8\nK:C\n|:C2D2|E4:|G2A2|1c4:|2e4|]\n",
+        "X:1\nT:Fixture\nM:2/4\nL:1/4\nK:Cmaj\n|:C D|E2::G A|1c2:|\n[2e2|]\n"),
     "second ending at a line start": (
         "X:1\nT:Fixture\nM:2/4\nL:1/8\nK:C\nC2D2|E2F2|G2A2|B2c2|1d4:|2e4|]\n",
         "X:1\nT:Fixture\nM:2/4\nL:1/4\nK:Cmaj\nC D|E F|G A|B c|\n[1d2:|2e2|]\n"),
@@ -65,6 +70,22 @@ def test_same_sounding_notes(name):
     src, _ = CASES[name]
     a = parse_abc(src)
     assert compare_events(note_events(a), note_events(parse_abc(write_abc(a)))) is None
+
+
+def test_meter_abc_cannot_write_is_not_written():
+    # music21 sometimes splits a bar under an invented meter such as 1/6
+    from music21 import meter, note, stream
+
+    p = stream.Part()
+    m1 = stream.Measure(number=1)
+    m1.append([meter.TimeSignature("2/4"), note.Note("C4", quarterLength=2)])
+    m2 = stream.Measure(number=2)
+    m2.append([meter.TimeSignature("1/6"), note.Note("D4", quarterLength=2 / 3)])
+    m3 = stream.Measure(number=3)
+    m3.append([meter.TimeSignature("2/4"), note.Note("E4", quarterLength=2)])
+    p.append([m1, m2, m3])
+    out = write_abc(p)
+    assert "M:1/6" not in out and out.count("M:") == 1
 
 
 def test_deterministic_bytes():

@@ -298,7 +298,7 @@ class _PartWriter:
         from music21 import key as m21key, meter
 
         lines = []
-        ts = _first(m, meter.TimeSignature)
+        ts = _writable_meter(_first(m, meter.TimeSignature))
         if ts is not None and (self.ts is None or ts.ratioString != self.ts.ratioString):
             self.ts = ts
             lines.append("M:" + meter_str(ts))
@@ -322,7 +322,8 @@ class _PartWriter:
                 if not el.isRest:
                     for p in el.pitches:
                         self.onsets.add((int(round(p.ps)), m_on + frac(el.offset)))
-        self.brackets = dict(self.brackets, unmatched=_unmatched_starts(ms))
+        drop, add = _repeat_fixes(ms)
+        self.brackets = dict(self.brackets, unmatched=drop, implied=add)
         bar_ql = frac(self.ts.barDuration.quarterLength) if self.ts is not None else None
         pickup = len(ms) > 1 and (frac(ms[0].paddingLeft) > 0 or (
             bar_ql is not None and frac(ms[0].duration.quarterLength) < bar_ql))
@@ -354,7 +355,7 @@ class _PartWriter:
     def _has_change(self, m) -> bool:
         from music21 import key as m21key, meter
 
-        ts = _first(m, meter.TimeSignature)
+        ts = _writable_meter(_first(m, meter.TimeSignature))
         if ts is not None and (self.ts is None or ts.ratioString != self.ts.ratioString):
             return True
         k = _first(m, m21key.KeySignature)
@@ -373,26 +374,41 @@ def _closing(m) -> str:
             "light-heavy": "|]", "heavy-heavy": "||"}.get(rb.type, "|")
 
 
-def _unmatched_starts(ms) -> set:
-    """Bars whose start repeat no end repeat closes: written as plain bars.
+def _writable_meter(ts):
+    """A meter ABC can write: music21 sometimes invents one like 1/6 for a bar it split."""
+    if ts is None:
+        return None
+    d = ts.denominator
+    return ts if d > 0 and d & (d - 1) == 0 else None
 
-    music21 keeps a start repeat whose end it lost (sources with ``[|]:|`` and
-    the like); abc2midi rejects such a tune, and the notes do not depend on it.
+
+def _repeat_fixes(ms) -> tuple[set, set]:
+    """(start repeats to drop, start repeats to add), by bar identity.
+
+    Dropped: a start repeat that no end repeat closes (music21 keeps one whose
+    end it lost in sources with ``[|]:|`` and the like).  Added: the start of a
+    section that ends with an end repeat but has no start repeat of its own,
+    right after the previous end repeat, where the repeat goes back to.  abc2midi
+    rejects both forms; neither changes a note.
     """
     from music21 import bar as m21bar
 
-    unmatched, open_at = set(), None
-    for m in ms:
+    drop, add = set(), set()
+    open_at, after_end = None, None
+    for i, m in enumerate(ms):
         lb, rb = m.leftBarline, m.rightBarline
         if isinstance(lb, m21bar.Repeat) and lb.direction == "start":
             if open_at is not None:
-                unmatched.add(id(open_at))
+                drop.add(id(open_at))
             open_at = m
         if isinstance(rb, m21bar.Repeat) and rb.direction == "end":
+            if open_at is None and after_end is not None and after_end is not m:
+                add.add(id(after_end))
             open_at = None
+            after_end = ms[i + 1] if i + 1 < len(ms) else None
     if open_at is not None:
-        unmatched.add(id(open_at))
-    return unmatched
+        drop.add(id(open_at))
+    return drop, add
 
 
 def _opening(m, brackets: dict, line_start: bool) -> str:
@@ -400,7 +416,8 @@ def _opening(m, brackets: dict, line_start: bool) -> str:
     from music21 import bar as m21bar
 
     lb = m.leftBarline
-    if isinstance(lb, m21bar.Repeat) and lb.direction == "start" and id(m) not in brackets.get("unmatched", ()):
+    starts = isinstance(lb, m21bar.Repeat) and lb.direction == "start"
+    if (starts and id(m) not in brackets.get("unmatched", ())) or id(m) in brackets.get("implied", ()):
         return "|:"
     n = brackets.get(id(m))
     if n:
