@@ -123,18 +123,26 @@ def prepare(
 @app.command()
 @handled
 def convert(
-    inputs: List[str] = typer.Argument(..., help="ABC files, folders or globs."),
-    to: str = typer.Option("abc", "--to", help="Output format (abc)."),
+    inputs: List[str] = typer.Argument(..., help="ABC, MIDI or MusicXML files, folders or globs."),
+    to: str = typer.Option("abc", "--to", help="Output format: abc, mid or musicxml (or from -o's extension)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write everything to FILE."),
     outdir: Optional[Path] = typer.Option(None, "-O", "--outdir",
                                           help="Write each input to DIR/<stem>.<ext>."),
+    grid: str = typer.Option("1/16", "--grid", help="MIDI in: shortest note of the quantization grid."),
+    triplets: bool = typer.Option(True, "--triplets/--no-triplets", help="MIDI in: allow triplet beats."),
+    track: Optional[int] = typer.Option(None, "--track", help="MIDI in: the track to read (default: the melody)."),
+    all_tracks: bool = typer.Option(False, "--all-tracks", help="MIDI in: every track as a voice."),
+    meter: Optional[str] = typer.Option(None, "--meter", help="MIDI in: the meter, e.g. 6/8 (default: "
+                                                             "the file's, else detected)."),
 ):
-    """Rewrite tune files as canonical ABC (stdout unless -o or -O)."""
+    """Convert tunes between ABC, MIDI and MusicXML; ABC out is canonical ABC."""
     from . import convert as convert_mod
 
     if output is not None and outdir is not None:
         fail("give -o FILE or -O DIR, not both")
-    failures = convert_mod.convert(inputs, to=to, output=output, outdir=outdir, log=log)
+    midi_options = dict(grid=grid, triplets=triplets, track=track, all_tracks=all_tracks, meter=meter)
+    failures = convert_mod.convert(inputs, to=to, output=output, outdir=outdir, log=log,
+                                   midi_options=midi_options)
     if failures:
         log(f"abcgen: {len(failures)} failure(s):")
         for f in failures:

@@ -47,8 +47,12 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return files, missing
 
 
-def load_score(path: Path):
-    """A MIDI or MusicXML file as a music21 Score; a one-line InputError when it cannot be read."""
+def load_score(path: Path, midi_options: dict | None = None):
+    """A MIDI or MusicXML file as a music21 Score; a one-line InputError when it cannot be read.
+
+    MIDI goes through abcgen.midi (quantized to a grid, melody track, meter,
+    key and pickup found); ``midi_options`` are its keyword arguments.
+    """
     import music21
 
     ext = path.suffix.lower()
@@ -57,6 +61,10 @@ def load_score(path: Path):
                          f"use one of {', '.join(sorted(IN_EXTS))}", file=str(path))
     if not path.is_file() or path.stat().st_size == 0:
         raise InputError("empty or missing file", file=str(path))
+    if ext in MIDI_EXTS:
+        from .midi import load_midi
+
+        return load_midi(path, **(midi_options or {}))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -70,7 +78,7 @@ def load_score(path: Path):
     return score
 
 
-def scores_of(path: Path, failures: list[str]):
+def scores_of(path: Path, failures: list[str], midi_options: dict | None = None):
     """(label, score, title) for every readable tune of a file; failures appended as lines."""
     ext = path.suffix.lower()
     if ext in ABC_EXTS:
@@ -88,7 +96,9 @@ def scores_of(path: Path, failures: list[str]):
                 failures.append(str(e))
     else:
         try:
-            yield str(path), load_score(path), path.stem
+            score = load_score(path, midi_options)
+            title = (score.metadata.title if score.metadata is not None else None) or path.stem
+            yield str(path), score, title
         except AbcgenError as e:
             failures.append(str(e))
 
@@ -99,7 +109,7 @@ def _abc_of(items) -> str | None:
 
 
 def convert(inputs: list[str], *, to: str = "abc", output: Path | None = None,
-            outdir: Path | None = None, log=None) -> list[str]:
+            outdir: Path | None = None, log=None, midi_options: dict | None = None) -> list[str]:
     """Convert every input; returns the list of failures (empty when all went well)."""
     if output is not None and to == "abc" and output.suffix.lower() in (".mid", ".midi", ".musicxml", ".xml"):
         to = "mid" if output.suffix.lower() in MIDI_EXTS else "musicxml"
@@ -112,7 +122,7 @@ def convert(inputs: list[str], *, to: str = "abc", output: Path | None = None,
     collected = []  # for -o FILE and stdout
     for f in files:
         items = []
-        for label, score, title in scores_of(f, failures):
+        for label, score, title in scores_of(f, failures, midi_options):
             try:
                 if to == "abc":
                     write_abc(score, index=1, title=title)  # fail here, per tune, not later
