@@ -1,0 +1,1303 @@
+"""A state machine over model-text tokens that masks what may come next.
+
+The sampler multiplies the model's next-token distribution by ``allowed()`` so
+that every tune it finishes is one that music21 and abc2midi read without
+errors and whose bars all have the meter's length.  It runs on the sampling
+path beside the NumPy step, so it needs nothing but NumPy.
+
+Only token-level vocabularies are supported: a char-level model would need the
+machine to run inside symbols, which nothing samples with.
+
+The rules, in the order a tune meets them (each one either keeps a reader from
+failing or keeps the text in the canonical form of :mod:`abcgen.abc.writer`):
+
+* Header: ``M:`` line, ``L:`` line, ``K:`` line, each ended by a newline.
+  ``reset(meter=, unit=, key=)`` forces a value (only that token is allowed).
+  A meter is offered only if some unit lets the vocabulary's durations fill
+  its bar, and a unit only if it does so for the chosen meter.  ``M:none``
+  is allowed and switches bar lengths off.
+* Sounds: a pitch, ``z`` or a chord ``[..]`` (at least one pitch; no rests,
+  bars, durations or ties inside; no letter-octave twice).  One duration token
+  may follow a sound; one tie ``-`` may follow a note or chord (after its
+  duration), under the tie rule of ``AbcConstraint._tie_ok``: the next sound
+  repeats the tied pitches (same tokens within a bar, same letter-octave across
+  a plain ``|``), and only a plain bar may come between.
+* Tuplets ``(p``, ``(p:q`` and ``(p:q:r`` scale the next r sounds by q/p; a
+  bare ``(p`` only for p = 2, 3, 4, whose q every reader agrees on.  No bar,
+  space or newline until the r sounds are written, and no nesting.
+* Spaces only between sounds: after a sound (its duration or tie) and before
+  the next sound or tuplet; never inside a tuplet, at a line start or by a
+  bar.  Newlines only after a closing bar (``|`` ``||`` ``|]`` ``[|`` ``:|``),
+  never after one that opens something (``|:`` ``::`` ``|1`` ``:|2`` ``[2``),
+  since the writer starts lines with the opening.  ``M:`` and ``K:`` lines (a
+  real change, each at most once) only at a line start; ``L:``, ``V:`` and the
+  other fields never appear in the body.  A line never starts with a single
+  letter and a colon (``A::B|``), and ``::`` never follows a bare capital
+  (``B3C::D4``): music21 reads both as fields and loses the notes.
+
+Bar lengths.  The notes between two bar tokens are a *piece*; its length is
+counted exactly (fractions of the ``L:`` unit).  Let M be the bar length.  A
+*section* bar is any bar token but the plain ``|``; a *part* starts after
+``|:`` ``::`` ``:|`` ``||`` ``|]`` ``[|`` (not after an ending mark, where the
+music goes on mid-part).
+
+1. The first piece of the tune, of a part (when the bar before was complete)
+   and after an ``M:`` change may be a pickup: any length up to M.  The tune's
+   first pickup and the current part's pickup are remembered.
+2. Every other piece has length M, except that a piece ending at a section bar
+   may be short (a bar split by the mark):
+
+   * short by a remembered pickup: the tune or part comes round to that pickup
+     (``A|:B2c def|..|1A3 A2:|`` in 6/8); the next piece may then be that
+     pickup or a full bar;
+   * short by anything else: the next piece must be exactly the rest of the
+     bar (``..A4 A2:|ab|`` in 4/4 with L:1/16); opening a part, that rest
+     becomes the part's pickup.
+
+3. No token may leave the piece with no way to end: a piece only grows to
+   lengths from which some allowed end is still reachable with the
+   vocabulary's durations (tuplet groups included), so sampling never
+   dead-ends and no note overflows the bar.
+
+The only empty pieces are an opening right after a bar: ``|:`` at a line start
+(``:|\n|:``) or at the start of the tune, and an ending mark ``[2`` at a line
+start or after ``||``/``|]``/``[|``.
+
+Repeats and endings, as abc2midi takes them: ``|:`` only while no ``|:`` is
+open (abc2midi rejects a second one); ``:|`` closes the open ``|:``, the start
+of the tune, or (abc2midi repeats from there, with a warning) the last
+``:|``; ``::`` and a first ending (``|1``, ``[1``, ``|1,2``) need an open
+``|:`` or the untouched start (abc2midi rejects them after a bare ``:|``).  A
+first ending runs through plain bars and ends only at ``:|`` (or ``:|2``); the
+next ending (``:|2``, or ``[2`` at the next line start) may follow; a later
+ending ends at ``||``, ``|]``, ``[|``, ``|:``, ``:|`` or the end of the tune.
+
+End: ``</s>`` only at a line start after a bar, with at least one note (a
+tune of rests is no tune to music21), no open ``|:``, no first ending still
+open, no pending tie and no split bar waiting for its other half.
+``check_bars`` applies the same bar rule to any text, so a tune the mask
+allows always has zero wrong bars.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .tokens import BOS_ID, EOS_ID, PAD_ID, Vocabulary, split_tokens
+
+__all__ = ["AbcConstraint", "GrammarError", "check_bars"]
+
+
+class GrammarError(InputError, ValueError):
+    """A token the grammar does not allow here (a bad prime, or a sampler bug)."""
+
+
+# --------------------------------------------------------------------------
+# Token classes
+
+(K_PAD, K_BOS, K_EOS, K_NL, K_SPACE, K_PITCH, K_REST, K_OPEN, K_CLOSE, K_DUR,
+ K_TIE, K_TUPLET, K_BAR, K_FIELD, K_OTHER) = range(15)
+
+# Bar kinds.  Closing kinds may end a line; opening ones start something.
+B_PLAIN, B_DOUBLE, B_FINAL, B_THICK, B_START, B_END, B_ENDSTART, B_ENDING, \
+    B_END_ENDING, B_LINE_ENDING = range(10)
+_CLOSING = frozenset({B_PLAIN, B_DOUBLE, B_FINAL, B_THICK, B_END})
+_SECTION_CLOSE = frozenset({B_DOUBLE, B_FINAL, B_THICK})   # close a later ending
+# Bars after which a new part may open with a pickup (endings go on mid-part).
+_PART_START = frozenset({B_START, B_ENDSTART, B_DOUBLE, B_FINAL, B_THICK, B_END})
+
+_PITCH_RE = re.compile(r"(\^\^|\^|__|_|=)?([A-Ga-g])('*|,*)$")
+_DUR_RE = re.compile(r"(\d+)(?:/(\d+))?$|/(\d+)$")
+_TUPLET_RE = re.compile(r"\((\d+)(?::(\d+))?(?::(\d+))?$")
+_ENDING_RE = re.compile(r"(:\||\||\[)(\d+(?:[,-]\d+)*)$")
+_PLAIN_BARS = {"|": B_PLAIN, "||": B_DOUBLE, "|]": B_FINAL, "[|": B_THICK,
+               "|:": B_START, ":|": B_END, "::": B_ENDSTART}
+_DEFAULT_Q = {2: 3, 3: 2, 4: 3}
+
+
+def _letter_octave(tok: str):
+    p = _pitch(tok)
+    return None if p is None else p[0]
+
+
+def _pitch(tok: str):
+    """((letter, octave), accidental) of a pitch token, or None."""
+    m = _PITCH_RE.match(tok)
+    if m is None:
+        return None
+    letter, marks = m.group(2), m.group(3)
+    if letter.isupper():
+        octave = 4 - len(marks) if marks.startswith(",") else 4
+        if marks.startswith("'"):
+            return None
+    else:
+        octave = 5 + len(marks) if marks.startswith("'") else 5
+        if marks.startswith(","):
+            return None
+    return (letter.upper(), octave), m.group(1) or ""
+
+
+def _duration(tok: str) -> Fraction | None:
+    m = _DUR_RE.match(tok)
+    if m is None:
+        return None
+    if m.group(3) is not None:
+        num, den = 1, int(m.group(3))
+    else:
+        num, den = int(m.group(1)), int(m.group(2) or 1)
+    if num <= 0 or den <= 0:
+        return None
+    return Fraction(num, den)
+
+
+def _tuplet(tok: str):
+    """(p, q, r) of a tuplet marker, or None for one whose reading is unsure."""
+    m = _TUPLET_RE.match(tok)
+    if m is None:
+        return None
+    p = int(m.group(1))
+    q = int(m.group(2)) if m.group(2) else _DEFAULT_Q.get(p)
+    r = int(m.group(3)) if m.group(3) else p
+    if p < 2 or q is None or q < 1 or r < 1:
+        return None
+    return p, q, r
+
+
+def _ending_numbers(text: str):
+    nums = []
+    for part in text.split(","):
+        if "-" in part:
+            lo, hi = (int(x) for x in part.split("-", 1))
+            if hi < lo:
+                return None
+            nums.extend(range(lo, hi + 1))
+        else:
+            nums.append(int(part))
+    if nums != list(range(nums[0], nums[0] + len(nums))) or nums[0] < 1:
+        return None       # '1,3' would leave an ending no later mark can take
+    return nums[0], nums[-1]
+
+
+def _bar(tok: str):
+    """(kind, first, last) of a bar token, or None when it is no bar."""
+    if tok in _PLAIN_BARS:
+        return _PLAIN_BARS[tok], 0, 0
+    m = _ENDING_RE.match(tok)
+    if m is None:
+        return None
+    nums = _ending_numbers(m.group(2))
+    if nums is None:
+        return "bad"
+    kind = {":|": B_END_ENDING, "|": B_ENDING, "[": B_LINE_ENDING}[m.group(1)]
+    return kind, nums[0], nums[1]
+
+
+def _fraction(text: str) -> Fraction | None:
+    m = re.fullmatch(r"(\d+)/(\d+)", text)
+    if m is None or int(m.group(1)) == 0 or int(m.group(2)) == 0:
+        return None
+    return Fraction(int(m.group(1)), int(m.group(2)))
+
+
+def _meter_value(value: str):
+    """The meter as a fraction of a whole note; None for 'none'; 'bad' otherwise."""
+    if value == "none":
+        return None
+    f = _fraction(value)
+    return "bad" if f is None else f
+
+
+# --------------------------------------------------------------------------
+# Bar filling
+
+
+class _Filler:
+    """Which lengths the vocabulary's durations can fill exactly.
+
+    A piece can only be finished if what is left is a sum of plain durations
+    and whole tuplet groups.  Lengths are kept as integers on a grid fine
+    enough for every duration, inside a tuplet or not (``grid`` steps to a
+    unit of L:), so hashing and comparing them is cheap on the sampling path,
+    and the fillable set is a bitset: each question is one bit test.
+    """
+
+    def __init__(self, durations: Iterable[Fraction], tuplets: Iterable[tuple]):
+        durations = sorted(set(durations) | {Fraction(1)})
+        self.tuplets = sorted(set(tuplets))
+        dens = {d.denominator for d in durations}
+        dens.update((Fraction(q, p) * d).denominator for p, q, _ in self.tuplets
+                    for d in durations)
+        self.grid = 1
+        for x in dens:
+            self.grid = self.grid * x // math.gcd(self.grid, x)
+        self.durations = [int(d * self.grid) for d in durations]   # grid steps
+        self._ksums = {0: frozenset({0})}
+        items = set(self.durations)
+        for p, q, r in self.tuplets:
+            items.update(x * q // p for x in self.ksums(r))
+        self._items = sorted(items)
+        self._bits, self._limit = 1, 0
+        self._cache: dict = {}
+
+    def to_grid(self, x: Fraction) -> int | None:
+        g = x * self.grid
+        return g.numerator if g.denominator == 1 else None
+
+    def ksums(self, k: int) -> frozenset:
+        """Every total of k durations, in grid steps."""
+        if k not in self._ksums:
+            prev = self.ksums(k - 1)
+            self._ksums[k] = frozenset(a + d for a in prev for d in self.durations)
+        return self._ksums[k]
+
+    def _extend(self, n: int) -> None:
+        """Every length up to ``limit`` reachable as a sum of items (unbounded knapsack).
+
+        One item at a time, by doubling shifts: after shifting by it, 2it,
+        4it, ... the bitset holds x + k*it for every k up to the limit, so the
+        work is items x log(limit) big-integer shifts, not a fixed-point loop
+        over the whole range (which took seconds for fine grids).  An item
+        that is already a sum of smaller ones is skipped, which leaves a few
+        dozen of the tens of thousands of tuplet sums.
+        """
+        limit = max(n, 2 * self._limit, 64)
+        mask = (1 << (limit + 1)) - 1
+        bits = 1
+        for it in self._items:  # ascending
+            if it <= 0 or it > limit:
+                continue
+            if (bits >> it) & 1:
+                continue  # already a sum of smaller items: adds nothing new
+            shift = it
+            while shift <= limit:
+                bits |= (bits << shift) & mask
+                shift *= 2
+        self._bits, self._limit = bits, limit
+        # Saturated: every multiple of the items' gcd in the last stretch as long
+        # as the smallest item is reachable, hence (adding that item again and
+        # again) every larger multiple too; no need to grow the bitset further.
+        items = [it for it in self._items if it > 0]
+        if items:
+            g = 0
+            for it in items:
+                g = math.gcd(g, it)
+            a = items[0]
+            lo = (limit - a) // g * g + g
+            self._gcd = g
+            self._saturated = lo > 0 and all((bits >> m) & 1 for m in range(lo, limit + 1, g))
+
+    def fillable_steps(self, n: int) -> bool:
+        if n < 0:
+            return False
+        if n > self._limit:
+            if getattr(self, "_saturated", False):
+                return n % self._gcd == 0
+            self._extend(n)
+        return bool((self._bits >> n) & 1)
+
+    def fillable(self, x: Fraction) -> bool:
+        n = self.to_grid(x)
+        return n is not None and self.fillable_steps(n)
+
+    def alive(self, pos: int, k: int, q: int, p: int, targets) -> bool:
+        """Can a piece now ``pos`` steps long, with k tuplet notes still due
+        at q/p, reach one of ``targets``?  targets: ('free',), ('pickup', M)
+        or ('exact', lengths)."""
+        key = (pos, k, q, p, targets)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        kind = targets[0]
+        sums = self.ksums(k)
+        if kind == "free":
+            ok = True
+        elif kind == "pickup":
+            ok = pos + min(sums) * q // p <= targets[1]
+        else:
+            ok = any(self.fillable_steps(t - pos - x * q // p) for t in targets[1] for x in sums)
+        if len(self._cache) > 200000:
+            self._cache.clear()
+        self._cache[key] = ok
+        return ok
+
+
+# --------------------------------------------------------------------------
+# The bar rule, shared by the mask and by check_bars
+
+
+@dataclass(frozen=True)
+class _BarRule:
+    """Where a tune stands with respect to rule 1 and 2 of the module doc."""
+
+    M: Fraction | None            # bar length (units of L:, or grid steps), None for M:none
+    first: bool = True            # the next piece is a pickup
+    a: Fraction = 0               # the current part's pickup
+    a0: Fraction = 0              # the tune's opening pickup
+    opening: bool = True          # no piece closed yet
+    need: Fraction | None = None  # the other half of a split bar
+    strict: bool = False          # the next piece must be exactly `need`
+    part: bool = True             # the next piece opens a part (its pickup sets `a`)
+    _targets_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
+
+    def verdict(self, length, kind, fillable=None) -> str:
+        """How a piece of ``length`` closed by a bar of ``kind`` (None: the end
+        of the text) stands: 'full', 'pickup', 'half', 'split' (the next piece
+        may supply a remembered pickup), 'split-strict' (the next piece must
+        be the rest of the bar), 'free' (M:none) or 'wrong'."""
+        M = self.M
+        if M is None:
+            return "free" if length > 0 else "wrong"
+        if self.strict:
+            return "half" if length == self.need else "wrong"
+        if self.first and 0 < length < M:
+            return "pickup"
+        if length == M:
+            return "full"
+        if self.need is not None and length == self.need:
+            return "half"
+        if kind != B_PLAIN and 0 < length < M:
+            if M - length in self.anacruses():
+                return "split"
+            if fillable is None or fillable(M - length):
+                return "split-strict"
+        return "wrong"
+
+    def judge(self, length, kind, fillable=None):
+        """(verdict, the rule for the next piece)."""
+        v = self.verdict(length, kind, fillable)
+        if v == "free":
+            return v, self
+        base = replace(self, first=False, need=None, strict=False, part=kind in _PART_START,
+                       opening=False)
+        if v == "pickup":
+            return v, replace(base, a=length, a0=length if self.opening else self.a0)
+        if v in ("split", "split-strict"):
+            return v, replace(base, need=self.M - length, strict=v == "split-strict")
+        nxt = base
+        if v == "half" and self.part:
+            nxt = replace(nxt, a=length)     # this part's pickup: its end may pair with it
+        if v != "wrong" and kind in _PART_START:
+            nxt = replace(nxt, first=True)   # the next part may open with a pickup
+        return v, nxt
+
+    def anacruses(self) -> set:
+        """Pickups a short bar before a section mark may pair with: the tune's
+        (the tune comes round again) and the current part's (its repeat)."""
+        return {x for x in (self.a, self.a0) if 0 < x < self.M}
+
+    def opener(self) -> "_BarRule":
+        """After an ending mark the music goes on mid-part: no pickup there."""
+        return replace(self, first=False, part=False)
+
+    def meter(self, M: Fraction | None) -> "_BarRule":
+        """A meter change: a pickup may follow; the anacrusis is kept for the
+        split rule (used only while it is shorter than a bar)."""
+        return _BarRule(M, first=True, a=self.a, a0=self.a0, part=True, opening=False)
+
+    def targets(self, section_ok: bool):
+        """The lengths the current piece may still end at (see _Filler.alive);
+        asked many times a step, so kept on the (immutable) rule."""
+        cache = self._targets_cache
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_targets_cache", cache)
+        hit = cache.get(section_ok)
+        if hit is None:
+            hit = cache[section_ok] = self._targets(section_ok)
+        return hit
+
+    def _targets(self, section_ok: bool):
+        if self.M is None:
+            return ("free",)
+        if self.strict:
+            return ("exact", (self.need,))
+        if self.first:
+            return ("pickup", self.M)
+        ts = {self.M}
+        if self.need is not None:
+            ts.add(self.need)
+        if section_ok:
+            ts.update(self.M - x for x in self.anacruses())
+        return ("exact", tuple(sorted(ts)))
+
+
+# --------------------------------------------------------------------------
+# The state
+
+
+@dataclass(frozen=True)
+class _State:
+    phase: int = 0                 # 0..5 header slots (M, nl, L, nl, K, nl), 6 body
+    done: bool = False
+    fed: bool = False              # any token seen (a leading <s> is skipped)
+    meter: object = None           # Fraction of a whole note, or None
+    unit: Fraction | None = None
+    key: str | None = None
+    rule: _BarRule = _BarRule(None)
+    last: str = "nl"               # nl field bar space sound dur tie tuplet chord
+    bar_kind: int = -1             # the last bar token's kind
+    line_fields: frozenset = frozenset()
+    after_field: bool = False      # the line start follows a field line
+    pieces: int = 0                # non-empty pieces closed so far
+    pos: int = 0                   # length of the current piece so far, in grid steps
+    sound: str | None = None       # 'note' 'rest' 'chord' for a duration or tie
+    sound_len: int = 0             # the last sound's length as written so far
+    sound_q: int = 1               # its tuplet ratio q/p
+    sound_p: int = 1
+    sound_pitches: frozenset = frozenset()   # (letter-octave, accidental) of the sound
+    tup_left: int = 0
+    tup_q: int = 1
+    tup_p: int = 1
+    chord: tuple | None = None     # letter-octaves in the open chord
+    tie_req: frozenset | None = None      # the pitches a tie needs the next sound to hold
+    tie_crossed: bool = False             # a plain bar came between: any accidental ties
+    respelled: bool = False               # the sound took up a tie not note for note
+    line_letter: bool = False      # the line so far is one letter: no ':' may follow
+    bare_upper: bool = False       # the last token is a bare capital (no '::' after it)
+    rep: str = "start"             # start open closed
+    ending: tuple | None = None    # ('in', first, last) or ('after', next number)
+    has_note: bool = False
+
+    @property
+    def M(self):
+        return self.rule.M
+
+
+class AbcConstraint:
+    """Masks next tokens so every finished tune is valid (rules: module doc).
+
+    Sampler loop::
+
+        c = AbcConstraint(vocab)
+        c.reset(meter="6/8", key="Dmix", unit="1/8")   # each optional
+        for t in prime_ids: c.advance(t)               # a prime, <s> allowed first
+        while not c.done:
+            mask = c.allowed() if n < budget else c.closing_allowed()
+            t = sample(probs * mask); c.advance(t)
+
+    ``closing_allowed()`` is the part of ``allowed()`` that heads for the end
+    (fill the bar, close chords, tuplets, repeats and endings, then ``|]`` or
+    the like, newline, ``</s>``); it finishes within a few bars whatever the
+    model picks.  ``force_end_tokens()`` gives one deterministic finish.
+    """
+
+    def __init__(self, vocab: Vocabulary):
+        if vocab.level != "token":
+            raise ValueError(f"AbcConstraint needs a token-level vocabulary, not {vocab.level!r}: "
+                             "the grammar works on whole ABC symbols")
+        self.vocab = vocab
+        syms = vocab.symbols
+        n = len(syms)
+        self.size = n
+        kind = np.full(n, K_OTHER, dtype=np.int8)
+        self._info: list = [None] * n
+        lo_codes = np.full(n, -1, dtype=np.int32)
+        los: dict = {}
+        durs, tups = [], []
+        for i, s in enumerate(syms):
+            k, info = self._classify(i, s)
+            kind[i] = k
+            self._info[i] = info
+            if k == K_PITCH:
+                lo_codes[i] = los.setdefault(info[0], len(los))
+            elif k == K_DUR:
+                durs.append(info)
+            elif k == K_TUPLET:
+                tups.append(info)
+        self._kind = kind
+        self._lo_index = los
+        self._pitch_ids = np.flatnonzero(kind == K_PITCH)
+        self._p_lo = lo_codes[self._pitch_ids]
+        self._ids = {k: np.flatnonzero(kind == k) for k in range(15)}
+        self._letter_ids = np.array([i for i in self._pitch_ids if len(syms[i]) == 1],
+                                    dtype=np.int64)
+        self._filler = _Filler(durs, tups)
+        self._grid_dur = {d: self._filler.to_grid(d) for d in durs}
+        self._dur_ids = [(int(i), self._info[i]) for i in self._ids[K_DUR]]
+        self._tup_ids = [(int(i), self._info[i]) for i in self._ids[K_TUPLET]]
+        self._bar_ids = [(int(i), self._info[i]) for i in self._ids[K_BAR]]
+        self._field_ids = [(int(i), self._info[i]) for i in self._ids[K_FIELD]]
+        self._rest_id = int(self._ids[K_REST][0]) if len(self._ids[K_REST]) else None
+        self._open_id = int(self._ids[K_OPEN][0]) if len(self._ids[K_OPEN]) else None
+        self._close_id = int(self._ids[K_CLOSE][0]) if len(self._ids[K_CLOSE]) else None
+        self._nl_id = int(self._ids[K_NL][0]) if len(self._ids[K_NL]) else None
+        bar_kinds = {info[0] for _, info in self._bar_ids}
+        self._has_end = B_END in bar_kinds
+        self._units = [info[1] for _, info in self._field_ids if info[0] == "L"]
+        self._forced: dict = {}
+        self._section_cache: dict = {}
+        self._s = _State()
+
+    # ---------------------------------------------------------------- setup
+
+    @staticmethod
+    def _classify(i: int, s: str):
+        if i == PAD_ID:
+            return K_PAD, None
+        if i == BOS_ID:
+            return K_BOS, None
+        if i == EOS_ID:
+            return K_EOS, None
+        if s == "\n":
+            return K_NL, None
+        if s == " ":
+            return K_SPACE, None
+        if s == "z":
+            return K_REST, None
+        if s == "[":
+            return K_OPEN, None
+        if s == "]":
+            return K_CLOSE, None
+        if s == "-":
+            return K_TIE, None
+        p = _pitch(s)
+        if p is not None:
+            return K_PITCH, p
+        d = _duration(s)
+        if d is not None:
+            return K_DUR, d
+        if s.startswith("("):
+            t = _tuplet(s)
+            return (K_TUPLET, t) if t else (K_OTHER, None)
+        b = _bar(s)
+        if b is not None:
+            return (K_OTHER, None) if b == "bad" else (K_BAR, b)
+        if len(s) > 2 and s[1] == ":" and s[0] in "MLK" and "\n" not in s:
+            value = s[2:]
+            if s[0] == "M":
+                m = _meter_value(value)
+                return (K_OTHER, None) if m == "bad" else (K_FIELD, ("M", m, s))
+            if s[0] == "L":
+                u = _fraction(value)
+                return (K_OTHER, None) if u is None else (K_FIELD, ("L", u, s))
+            return K_FIELD, ("K", value, s)
+        return K_OTHER, None
+
+    def _field_id(self, letter: str, value) -> int:
+        if value is None:
+            return -1
+        if isinstance(value, Fraction):
+            value = f"{value.numerator}/{value.denominator}"
+        text = str(value).strip()
+        if not text.startswith(letter + ":"):
+            text = f"{letter}:{text}"
+        if text not in self.vocab:
+            raise ValueError(f"{text!r} is not in the vocabulary, so it cannot be forced")
+        i = self.vocab.id_of(text)
+        if self._kind[i] != K_FIELD:
+            raise ValueError(f"{text!r} is not a usable {letter}: field")
+        return i
+
+    def reset(self, meter=None, key=None, unit=None) -> None:
+        """Start a tune; meter ('6/8' or 'M:6/8'), key ('Dmix') and unit
+        ('1/8' or Fraction(1, 8)) force the header tokens.  Raises ValueError
+        for a value the vocabulary lacks or a meter its durations cannot fill,
+        rather than letting the sampler run into a dead end."""
+        forced = {"M": self._field_id("M", meter), "L": self._field_id("L", unit),
+                  "K": self._field_id("K", key)}
+        self._forced = forced
+        self._s = _State()
+        meters = ([self._info[forced["M"]][1]] if forced["M"] >= 0 else
+                  [info[1] for _, info in self._field_ids if info[0] == "M"])
+        units = [self._info[forced["L"]][1]] if forced["L"] >= 0 else self._units
+        if not any(self._bar_fits(m, u) for m in meters for u in units):
+            raise ValueError("no meter and unit of the vocabulary (as forced) give a bar its "
+                             "durations can fill, so no tune could be finished")
+
+    def _bar_fits(self, meter, unit) -> bool:
+        return meter is None or self._filler.fillable(meter / unit)
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def done(self) -> bool:
+        return self._s.done
+
+    def copy(self) -> "AbcConstraint":
+        """A constraint in the same state that can go its own way (beam search)."""
+        other = object.__new__(AbcConstraint)
+        other.__dict__.update(self.__dict__)
+        return other
+
+    def bar_length(self) -> Fraction | None:
+        """The current bar length in units of L: (None before the header or for M:none)."""
+        M = self._s.M
+        return None if M is None else Fraction(M, self._filler.grid)
+
+    def allowed(self) -> np.ndarray:
+        """Boolean mask over the vocabulary: the tokens that may come next."""
+        return self._mask(self._s)
+
+    def permits(self, token_id: int) -> bool:
+        """allowed()[token_id] without building the mask (checking a prime)."""
+        token_id = int(token_id)
+        if not 0 <= token_id < self.size:
+            return False
+        return bool(self._token_ok(self._s, token_id))
+
+    def advance(self, token_id: int) -> None:
+        """Feed one token; a leading <s> is skipped so encode() output can be
+        fed as it is.  Raises GrammarError (a ValueError) on a token the mask
+        forbids: the state is then unchanged."""
+        token_id = int(token_id)
+        s = self._s
+        if token_id == BOS_ID and not s.fed:
+            self._s = replace(s, fed=True)
+            return
+        if not (0 <= token_id < self.size) or not self._token_ok(s, token_id):
+            sym = self.vocab.symbols[token_id] if 0 <= token_id < self.size else token_id
+            raise GrammarError(f"token {sym!r} is not allowed here ({self._where(s)})")
+        self._s = self._step(s, token_id)
+
+    def advance_all(self, token_ids: Iterable[int]) -> None:
+        for t in token_ids:
+            self.advance(t)
+
+    def _where(self, s: _State) -> str:
+        if s.done:
+            return "the tune has ended"
+        if s.phase < 6:
+            slot = ("M:", "newline", "L:", "newline", "K:", "newline")[s.phase]
+            return "header, expecting " + slot
+        g = self._filler.grid
+        bar = None if s.M is None else Fraction(s.M, g)
+        return (f"body, after {s.last}, piece length {Fraction(s.pos, g)}, bar length {bar}, "
+                f"repeat {s.rep}, ending {s.ending}")
+
+    # ---------------------------------------------------------------- rules
+
+    def _section_ok(self, s: _State) -> bool:
+        """Could some section bar end the current piece, the repeat state allowing?"""
+        if s.tie_req is not None:
+            return False
+        key = (s.rep, s.ending)
+        hit = self._section_cache.get(key)
+        if hit is None:
+            hit = any(self._bar_kind_ok(s, b) for _, b in self._bar_ids
+                      if b[0] not in (B_PLAIN, B_LINE_ENDING))
+            self._section_cache[key] = hit
+        return hit
+
+    def _targets(self, s: _State):
+        return s.rule.targets(self._section_ok(s))
+
+    def _alive(self, s: _State, pos: int, k: int, q: int, p: int) -> bool:
+        return self._filler.alive(pos, k, q, p, self._targets(s))
+
+    def _sound_start_ok(self, s: _State) -> bool:
+        """Is there room for one more sound (any duration) in the piece?"""
+        if s.tup_left:
+            q, p, k = s.tup_q, s.tup_p, s.tup_left - 1
+        else:
+            q, p, k = 1, 1, 0
+        return any(self._alive(s, s.pos + d * q // p, k, q, p) for d in self._filler.durations)
+
+    def _dur_open(self, s: _State) -> bool:
+        return s.last == "sound"
+
+    def _default_ok(self, s: _State) -> bool:
+        """May the sound just written keep the length 1 (no duration token)?"""
+        if not self._dur_open(s):
+            return True
+        return self._alive(s, s.pos, s.tup_left, s.tup_q, s.tup_p)
+
+    def _dur_ok(self, s: _State, d: Fraction) -> bool:
+        if not self._dur_open(s):
+            return False
+        length = self._grid_dur[d] * s.sound_q // s.sound_p
+        return self._alive(s, s.pos - s.sound_len + length, s.tup_left, s.tup_q, s.tup_p)
+
+    def _can_follow_sound_end(self, s: _State) -> bool:
+        """The token after a sound's duration phase: bars, spaces, next sound."""
+        return s.last in ("sound", "dur", "tie") and self._default_ok(s)
+
+    def _sound_slot(self, s: _State) -> bool:
+        """Is a sound start possible here (position, not length)?"""
+        if s.chord is not None or s.phase < 6 or s.done:
+            return False
+        if s.last in ("nl", "bar", "space", "tuplet"):
+            return True
+        return self._can_follow_sound_end(s)
+
+    def _tuplet_ok(self, s: _State, t: tuple) -> bool:
+        if s.tup_left or not self._sound_slot(s) or s.last == "tuplet":
+            return False
+        p, q, r = t
+        return self._alive(s, s.pos, r, q, p)
+
+    def _space_ok(self, s: _State) -> bool:
+        if s.tup_left or s.last not in ("sound", "dur", "tie") or not self._default_ok(s):
+            return False
+        if self._sound_start_ok(s):
+            return True
+        return any(self._alive(s, s.pos, r, q, p) for _, (p, q, r) in self._tup_ids)
+
+    def _end_ok(self, s: _State) -> bool:
+        return (s.phase == 6 and s.last == "nl" and not s.after_field and s.pieces > 0
+                and s.has_note and s.rep != "open" and s.tie_req is None
+                and not s.rule.strict
+                and (s.ending is None or s.ending[0] == "after" or s.ending[1] >= 2))
+
+    def _bar_ok(self, s: _State, info) -> bool:
+        kind, first, last = info
+        e = s.ending
+        if s.phase != 6:
+            return False
+        if s.tie_req is not None and kind != B_PLAIN:
+            return False
+        if s.last in ("nl", "bar"):
+            # the empty pieces: an opening right after a bar
+            line_start = s.last == "nl"
+            if kind == B_START:
+                return (line_start and s.rep != "open" and self._has_end
+                        and (e is None or e[0] == "after" or e[1] >= 2))
+            if kind == B_LINE_ENDING:
+                if not (line_start and s.pieces > 0) and not (
+                        s.last == "bar" and s.bar_kind in _SECTION_CLOSE):
+                    return False
+                if e is not None and e[0] == "after" and line_start and first == e[1]:
+                    return True
+                return (e is None and first == 1 and s.rep in ("start", "open"))
+            return False
+        if s.chord is not None or s.tup_left or not self._can_follow_sound_end(s):
+            return False
+        if s.line_letter and kind in (B_END, B_ENDSTART, B_END_ENDING):
+            return False
+        if s.bare_upper and kind == B_ENDSTART:
+            return False      # music21 reads 'C::' as a field: 'B3C::D4' gives one note
+        if not self._bar_kind_ok(s, info):
+            return False
+        return s.rule.verdict(s.pos, kind, self._filler.fillable_steps) != "wrong"
+
+    def _bar_kind_ok(self, s: _State, info) -> bool:
+        """The repeat and ending rules for a bar that ends a piece."""
+        kind, first, last = info
+        e = s.ending if s.ending is None or s.ending[0] == "in" else None
+        in_first = e is not None and e[1] == 1
+        if kind == B_PLAIN:
+            return True
+        if kind in _SECTION_CLOSE:
+            return not in_first
+        if kind == B_START:
+            return s.rep != "open" and not in_first and self._has_end
+        if kind == B_END:
+            return True     # closes an ending, '|:', the start, or (abc2midi) the last ':|'
+
+        if kind == B_ENDSTART:
+            return e is None and s.rep in ("start", "open") and self._has_end
+        if kind == B_ENDING:
+            return e is None and first == 1 and s.rep in ("start", "open")
+        if kind == B_END_ENDING:
+            return e is not None and first == e[2] + 1
+        return False
+
+    def _nl_ok(self, s: _State) -> bool:
+        if s.phase in (1, 3, 5):
+            return True
+        if s.phase != 6:
+            return False
+        if s.last == "field":
+            return True
+        return s.last == "bar" and s.bar_kind in _CLOSING
+
+    def _field_ok(self, s: _State, info) -> bool:
+        letter, value, text = info
+        if s.phase < 6:
+            slot = {0: "M", 2: "L", 4: "K"}.get(s.phase)
+            if slot != letter:
+                return False
+            forced = self._forced.get(letter, -1)
+            if forced >= 0 and self.vocab.symbols[forced] != text:
+                return False
+            if letter == "M":
+                fu = self._forced.get("L", -1)
+                units = [self._info[fu][1]] if fu >= 0 else self._units
+                return any(self._bar_fits(value, u) for u in units)
+            if letter == "L":
+                return self._bar_fits(s.meter, value)
+            return True
+        if s.last != "nl" or s.pieces == 0 or letter in s.line_fields or letter == "L":
+            return False
+        if letter == "M":
+            return (value != s.meter and not s.rule.strict and s.tup_left == 0
+                    and self._bar_fits(value, s.unit))
+        return value != s.key
+
+    def _letter_ok(self, s: _State, i: int) -> bool:
+        """A line may not read as a field: music21 takes ``A::B|`` for an
+        ``A:`` line and abc2midi warns on ``A:|``.  So a one-letter sound
+        opening a line is not followed by ``:|``, ``::`` or ``:|2``; it is
+        allowed only if something else can follow it (looked ahead; all
+        one-letter notes stand alike here, so one look serves them all)."""
+        if s.last != "nl" or len(self.vocab.symbols[i]) != 1:
+            return True
+        nxt = self._step(s, i)
+        return bool(self._mask(nxt).any())
+
+    def _tie_match(self, s: _State, info) -> bool:
+        if s.tie_crossed:
+            return any(info[0] == lo for lo, _ in s.tie_req)
+        return info in s.tie_req
+
+    def _pitch_ok(self, s: _State, info) -> bool:
+        """A pitch token's own conditions: chord duplicates and ties (see _tie_ok)."""
+        lo, acc = info
+        if s.chord is not None and lo in s.chord:
+            return False
+        if s.tie_req:
+            if s.chord is None:
+                return len(s.tie_req) == 1 and self._tie_match(s, info)
+            if lo[0] in {rlo[0] for rlo, _ in s.tie_req}:
+                return self._tie_match(s, info)
+        return True
+
+    def _pitch_mask(self, s: _State) -> np.ndarray:
+        """_pitch_ok over all pitch tokens at once."""
+        ids = self._pitch_ids
+        ok = np.ones(len(ids), dtype=bool)
+        if s.chord:
+            ok &= ~np.isin(self._p_lo, [self._lo_index[lo] for lo in s.chord])
+        if s.tie_req:
+            if s.tie_crossed:
+                match = np.isin(self._p_lo, [self._lo_index[lo] for lo, _ in s.tie_req])
+            else:
+                match = np.array([self._info[i] in s.tie_req for i in ids], dtype=bool)
+            if s.chord is None:
+                return match if len(s.tie_req) == 1 else np.zeros_like(ok)
+            letters = {rlo[0] for rlo, _ in s.tie_req}
+            same_letter = np.array([self._info[i][0][0] in letters for i in ids], dtype=bool)
+            ok &= ~same_letter | match
+        return ok
+
+    def _tie_done(self, s: _State) -> bool:
+        """Does the open chord hold everything the tie before it needs?"""
+        if s.tie_req is None:
+            return True
+        if s.tie_crossed:
+            return {lo for lo, _ in s.tie_req} <= set(s.chord)
+        return s.tie_req <= s.sound_pitches
+
+    def _tie_ok(self, s: _State) -> bool:
+        """abc2midi's "Could not find note to be tied" is avoided by a strict rule.
+
+        abc2midi matches a tie within a bar by the sounding pitch, with
+        accidentals carried through the bar for the whole letter
+        (``^G-=G`` and ``g-[^G,g]`` fail), and across a repeat sign too
+        (``_E-::E`` fails), but across a plain bar by letter and octave only
+        (``^c-|c`` ties).  So: within the bar the next sound holds the very
+        same pitch tokens; across a plain ``|`` the same letter-octaves; no
+        other bar may come between; a tied chord has no letter twice; a chord
+        that takes up a tie holds no other pitch of a tied letter; and a sound
+        that took up a tie other than note for note (in another spelling, or
+        a chord taking up fewer pitches) is not tied on, as abc2midi then
+        loses the tie (``^^f-|[fg]-[gf]`` and ``_e-[a^d_e]-|[=c=ade]`` fail,
+        while ``f-|[fg]-[gf]`` and ``_e-[a^d_e]-|[a^d_e]`` do not).
+        """
+        if not (s.last in ("sound", "dur") and s.sound in ("note", "chord")
+                and self._default_ok(s)) or s.respelled:
+            return False
+        letters = [lo[0] for lo, _ in s.sound_pitches]
+        if len(set(letters)) != len(letters):
+            return False
+        return self._filler.alive(s.pos, s.tup_left, s.tup_q, s.tup_p, s.rule.targets(False))
+
+    def _token_ok(self, s: _State, i: int) -> bool:
+        if s.done:
+            return False
+        k = self._kind[i]
+        info = self._info[i]
+        if k in (K_PAD, K_BOS, K_OTHER):
+            return False
+        if s.phase < 6:
+            if k == K_FIELD:
+                return self._field_ok(s, info)
+            return k == K_NL and self._nl_ok(s)
+        if k == K_EOS:
+            return self._end_ok(s)
+        if s.chord is not None:
+            if k == K_PITCH:
+                return self._pitch_ok(s, info)
+            if k == K_CLOSE:
+                return len(s.chord) > 0 and self._tie_done(s)
+            return False
+        if k == K_DUR:
+            return self._dur_ok(s, info)
+        if k == K_PITCH:
+            return (self._sound_slot(s) and self._sound_start_ok(s) and self._pitch_ok(s, info)
+                    and self._letter_ok(s, i))
+        if k == K_REST:
+            return (s.tie_req is None and self._sound_slot(s) and self._sound_start_ok(s)
+                    and self._letter_ok(s, i))
+        if k == K_OPEN:
+            return self._sound_slot(s) and self._sound_start_ok(s)
+        if k == K_TIE:
+            return self._tie_ok(s)
+        if k == K_TUPLET:
+            return self._tuplet_ok(s, info)
+        if k == K_SPACE:
+            return self._space_ok(s)
+        if k == K_NL:
+            return self._nl_ok(s)
+        if k == K_BAR:
+            return self._bar_ok(s, info)
+        if k == K_FIELD:
+            return self._field_ok(s, info)
+        return False
+
+    def _mask(self, s: _State) -> np.ndarray:
+        m = np.zeros(self.size, dtype=bool)
+        if s.done:
+            return m
+        if s.phase < 6:
+            for i, info in self._field_ids:
+                m[i] = self._field_ok(s, info)
+            if self._nl_id is not None:
+                m[self._nl_id] = self._nl_ok(s)
+            return m
+        pitch_ids = self._pitch_ids
+        if s.chord is not None:
+            m[pitch_ids] = self._pitch_mask(s)
+            if self._close_id is not None:
+                m[self._close_id] = self._token_ok(s, self._close_id)
+            return m
+        for i, d in self._dur_ids:
+            m[i] = self._dur_ok(s, d)
+        if self._dur_open(s) and not self._default_ok(s):
+            return m
+        slot = self._sound_slot(s)
+        if slot and self._sound_start_ok(s):
+            m[pitch_ids] = self._pitch_mask(s)
+            if s.last == "nl":
+                letters = self._letter_ids[m[self._letter_ids]]
+                if len(letters) and not self._letter_ok(s, int(letters[0])):
+                    m[letters] = False
+            if self._rest_id is not None:
+                m[self._rest_id] = s.tie_req is None and self._letter_ok(s, self._rest_id)
+            if self._open_id is not None:
+                m[self._open_id] = True
+        if slot:
+            for i, t in self._tup_ids:
+                m[i] = self._tuplet_ok(s, t)
+        if s.last in ("sound", "dur", "tie", "nl", "bar"):
+            for i, b in self._bar_ids:
+                m[i] = self._bar_ok(s, b)
+        if s.last == "nl":
+            for i, f in self._field_ids:
+                m[i] = self._field_ok(s, f)
+        for k in (K_EOS, K_TIE, K_SPACE, K_NL):
+            for i in self._ids[k]:
+                m[i] = self._token_ok(s, int(i))
+        return m
+
+    # ---------------------------------------------------------------- steps
+
+    def _step(self, s: _State, i: int) -> _State:
+        k = self._kind[i]
+        info = self._info[i]
+        if not s.fed:
+            s = replace(s, fed=True)
+        if s.ending is not None and s.ending[0] == "after" and k != K_NL and not (
+                k == K_BAR and info[0] == B_LINE_ENDING):
+            s = replace(s, ending=None)     # the next ending was not taken up
+        one = len(self.vocab.symbols[i]) == 1
+        letter = k in (K_PITCH, K_REST) and s.last == "nl" and one
+        upper = k == K_PITCH and one and self.vocab.symbols[i].isupper()
+        if letter != s.line_letter or upper != s.bare_upper:
+            s = replace(s, line_letter=letter, bare_upper=upper)
+        if k == K_EOS:
+            return replace(s, done=True)
+        if s.phase < 6:
+            if k == K_NL:
+                return replace(s, phase=s.phase + 1, last="nl")
+            letter, value, text = info
+            if letter == "M":
+                return replace(s, phase=1, meter=value, last="field")
+            if letter == "L":
+                M = None if s.meter is None else self._filler.to_grid(s.meter / value)
+                return replace(s, phase=3, unit=value, rule=_BarRule(M), last="field")
+            return replace(s, phase=5, key=value, last="field")
+        if k == K_NL:
+            if s.last == "field":
+                return replace(s, last="nl", after_field=True)
+            return replace(s, last="nl", line_fields=frozenset(), after_field=False)
+        if k == K_FIELD:
+            letter, value, text = info
+            fields = s.line_fields | {letter}
+            if letter == "M":
+                M = None if value is None else self._filler.to_grid(value / s.unit)
+                return replace(s, meter=value, rule=s.rule.meter(M), last="field",
+                               line_fields=fields)
+            return replace(s, key=value, last="field", line_fields=fields)
+        if k == K_SPACE:
+            return replace(s, last="space")
+        if k == K_TIE:
+            return replace(s, last="tie", tie_req=s.sound_pitches, tie_crossed=False)
+        if k == K_DUR:
+            length = self._grid_dur[info] * s.sound_q // s.sound_p
+            return replace(s, last="dur", pos=s.pos - s.sound_len + length, sound_len=length)
+        if k == K_TUPLET:
+            p, q, r = info
+            return replace(s, last="tuplet", tup_left=r, tup_q=q, tup_p=p)
+        if s.chord is not None:
+            if k == K_PITCH:
+                return replace(s, chord=s.chord + (info[0],),
+                               sound_pitches=s.sound_pitches | {info})
+            # K_CLOSE
+            respelled = s.tie_req is not None and s.tie_req != s.sound_pitches
+            return replace(s, chord=None, last="sound", sound="chord", tie_req=None,
+                           respelled=respelled)
+        if k in (K_PITCH, K_REST, K_OPEN):
+            if s.tup_left:
+                q, p, left = s.tup_q, s.tup_p, s.tup_left - 1
+            else:
+                q, p, left = 1, 1, 0
+            length = self._filler.grid * q // p
+            s = replace(s, pos=s.pos + length, sound_len=length, sound_q=q, sound_p=p,
+                        tup_left=left, tup_q=q if left else 1, tup_p=p if left else 1)
+            if k == K_PITCH:
+                respelled = s.tie_req is not None and info not in s.tie_req
+                return replace(s, last="sound", sound="note", sound_pitches=frozenset({info}),
+                               tie_req=None, has_note=True, respelled=respelled)
+            if k == K_REST:
+                return replace(s, last="sound", sound="rest", sound_pitches=frozenset())
+            return replace(s, last="chord", chord=(), sound_pitches=frozenset(), has_note=True)
+        if k == K_BAR:
+            return self._step_bar(s, info)
+        raise AssertionError(f"unhandled token kind {k}")
+
+    def _step_bar(self, s: _State, info) -> _State:
+        kind, first, last = info
+        e = s.ending
+        rep = s.rep
+        empty = s.last in ("nl", "bar")
+        rule, pieces = s.rule, s.pieces
+        if not empty:
+            _, rule = rule.judge(s.pos, kind, self._filler.fillable_steps)
+            pieces += 1
+        elif kind == B_LINE_ENDING:
+            rule = rule.opener()
+        # repeats and endings
+        if kind == B_START:
+            rep, e = "open", None
+        elif kind == B_END:
+            if e is not None:
+                e = ("after", e[2] + 1)
+            rep = "closed"
+        elif kind == B_ENDSTART:
+            rep = "open"
+        elif kind in _SECTION_CLOSE:
+            if e is not None:
+                e, rep = None, "closed"
+        elif kind in (B_ENDING, B_LINE_ENDING, B_END_ENDING):
+            if kind == B_END_ENDING:
+                rep = "closed"
+            e = ("in", first, last)
+        return replace(s, last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0,
+                       rep=rep, ending=e, after_field=False, sound=None,
+                       tie_crossed=s.tie_req is not None)
+
+    # ---------------------------------------------------------------- closing
+
+    def closing_allowed(self) -> np.ndarray:
+        """The part of allowed() that heads for a clean end (see class doc).
+
+        Inside a bar only notes, rests and durations (no chords, tuplets,
+        spaces or ties) until the bar can close; then only a bar that moves
+        towards the end (``:|`` while a repeat or first ending is open, else
+        a closing bar), one that leaves a half bar behind only when the bar
+        cannot be filled otherwise; then newline, ``</s>``
+        Falls back to allowed() where that leaves nothing (a bar only a tuplet
+        can fill).  Every step adds length to a bar or closes something, so
+        the tune ends within a few bars.
+        """
+        s = self._s
+        m = self._mask(s)
+        if s.done or s.phase < 6:
+            return m
+        c = np.zeros_like(m)
+        if s.chord is not None:
+            if self._close_id is not None and m[self._close_id]:
+                c[self._close_id] = True
+            else:
+                ids = self._pitch_ids
+                c[ids] = m[ids]
+                if not self._tie_done(s):
+                    have = set(s.chord)
+                    need = {lo for lo, _ in s.tie_req} - have
+                    c[ids] &= np.isin(self._p_lo, [self._lo_index[lo] for lo in need])
+        elif s.last == "nl":
+            for i in self._ids[K_EOS]:
+                c[i] = m[i]
+            if not c.any():
+                self._closing_sounds(s, m, c)
+        elif s.last == "bar":
+            if self._nl_id is not None and m[self._nl_id]:
+                c[self._nl_id] = True
+            else:
+                self._closing_sounds(s, m, c)
+        else:
+            good, halves = self._closing_bars(s, m)
+            if good:
+                c[good] = True
+            else:
+                for i, _ in self._dur_ids:
+                    c[i] = m[i]
+                self._closing_sounds(s, m, c)
+                if not c.any():
+                    c[halves] = True
+        if not c.any():
+            return m
+        return c
+
+    def _closing_sounds(self, s: _State, m: np.ndarray, c: np.ndarray) -> None:
+        ids = self._ids[K_PITCH]
+        c[ids] |= m[ids]
+        if s.has_note and self._rest_id is not None:
+            c[self._rest_id] |= m[self._rest_id]
+
+    def _closing_bars(self, s: _State, m: np.ndarray) -> list:
+        """Bars that move towards the end: (those that leave no half bar, the others)."""
+        e = s.ending if s.ending is None or s.ending[0] == "in" else None
+        if e is not None and e[1] == 1:
+            kinds = {B_END, B_END_ENDING}
+        elif s.rep == "open" and e is None:
+            kinds = {B_END}
+        elif e is not None:
+            kinds = {B_FINAL, B_DOUBLE, B_THICK, B_PLAIN}
+        else:
+            kinds = {B_FINAL, B_DOUBLE, B_THICK, B_PLAIN, B_END}
+        good, halves = [], []
+        for i, b in self._bar_ids:
+            if not m[i] or b[0] not in kinds:
+                continue
+            v = s.rule.verdict(s.pos, b[0], self._filler.fillable_steps)
+            (halves if v == "split-strict" else good).append(i)
+        return good, halves
+
+    def force_end_tokens(self, max_tokens: int = 10000) -> list[int]:
+        """One deterministic way to end the tune from here (the state is not
+        changed): the ids to feed to advance(), ending with ``</s>``.  It rests
+        out the bar (one rest, made as long as fits), then takes the bar that
+        ends soonest (``|]`` first), newline and ``</s>``; for a hard cap."""
+        sim = self.copy()
+        out: list[int] = []
+        pref = {B_FINAL: 0, B_END: 1, B_END_ENDING: 1, B_LINE_ENDING: 1, B_DOUBLE: 2,
+                B_THICK: 3, B_PLAIN: 4}
+        while not sim.done:
+            if len(out) >= max_tokens:
+                raise RuntimeError("force_end_tokens did not reach the end (grammar bug)")
+            c = sim.closing_allowed()
+            ids = np.flatnonzero(c)
+            if not len(ids):
+                raise RuntimeError(f"no way to end from here ({sim._where(sim._s)})")
+
+            after_rest = sim._s.last == "sound" and sim._s.sound == "rest"
+            order_of = {K_EOS: 0, K_NL: 1, K_CLOSE: 2, K_BAR: 3, K_REST: 4, K_DUR: 5,
+                        K_PITCH: 6}
+            if after_rest:
+                order_of[K_DUR], order_of[K_REST] = 4, 5
+
+            def rank(i):
+                k = sim._kind[i]
+                order = order_of.get(int(k), 9)
+                sub = 0
+                if k == K_BAR:
+                    sub = pref.get(sim._info[i][0], 9)
+                elif k == K_DUR:
+                    sub = -float(sim._info[i])
+                elif k == K_PITCH:
+                    sub = len(sim.vocab.symbols[i])
+                return order, sub, int(i)
+
+            t = min(ids, key=rank)
+            sim.advance(int(t))
+            out.append(int(t))
+        return out
+
+
+# --------------------------------------------------------------------------
+# Measuring bars
+
+
+def check_bars(model_text: str | Sequence[str]) -> tuple[int, int]:
+    """(complete bars, wrong bars) of a tune by the bar rule of the module doc.
+
+    Complete bars are the pieces that must have the meter's length: pickups,
+    the two halves of a split bar that together make a bar, and empty pieces
+    are left out.  A wrong bar is a complete bar of another length, a pair of
+    halves that does not add up, or a half left open at the end.  Works on
+    any tokenizable text (unconstrained samples too); M:none counts nothing.
+    """
+    tokens = split_tokens(model_text, "token") if isinstance(model_text, str) else model_text
+    meter, unit = None, Fraction(1, 8)
+    rule = _BarRule(None)
+    complete = wrong = 0
+    pos = Fraction(0)
+    last_scale = Fraction(1)
+    tup_left, tup_scale = 0, Fraction(1)
+    in_chord = in_body = nonempty = False
+
+    def close(kind):
+        nonlocal rule, complete, wrong, pos, nonempty
+        if nonempty:
+            verdict, rule = rule.judge(pos, kind)
+            if verdict in ("full", "wrong"):
+                complete += 1
+                wrong += verdict == "wrong"
+        pos, nonempty = Fraction(0), False
+
+    for tok in tokens:
+        if len(tok) > 2 and tok[1] == ":" and tok[0] in "MLK" and not in_chord:
+            if tok[0] == "M":
+                m = _meter_value(tok[2:])
+                meter = None if m == "bad" else m
+            elif tok[0] == "L":
+                unit = _fraction(tok[2:]) or unit
+            else:
+                in_body = True
+            if tok[0] in "ML":
+                if rule.strict:
+                    complete += 1
+                    wrong += 1
+                M = None if meter is None else meter / unit
+                rule = rule.meter(M) if in_body else _BarRule(M)
+            continue
+        if not in_body or tok in ("\n", " ", "-"):
+            continue
+        if in_chord:                      # pitches (and stray durations) of a chord
+            in_chord = tok != "]"
+            continue
+        if tok in ("[", "z") or _letter_octave(tok) is not None:
+            last_scale = tup_scale if tup_left else Fraction(1)
+            tup_left = max(tup_left - 1, 0)
+            pos += last_scale
+            nonempty = True
+            in_chord = tok == "["
+            continue
+        d = _duration(tok)
+        if d is not None:
+            pos += last_scale * (d - 1)
+            continue
+        t = _tuplet(tok) if tok.startswith("(") else None
+        if t is not None:
+            tup_left, tup_scale = t[2], Fraction(t[1], t[0])
+            continue
+        b = _bar(tok)
+        if b is not None and b != "bad":
+            if b[0] == B_LINE_ENDING and not nonempty:
+                rule = rule.opener()
+                continue
+            close(b[0])
+    if nonempty:
+        close(None)
+    if rule.strict:
+        complete += 1
+        wrong += 1
+    return complete, wrong

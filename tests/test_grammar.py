@@ -1,0 +1,384 @@
+"""The grammar mask: real tunes pass it, and whatever it allows is a valid tune."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from abcgen.abc.grammar import AbcConstraint, GrammarError, check_bars
+from abcgen.abc.reader import parse_abc, read_book
+from abcgen.abc.tokens import EOS_ID, Vocabulary, split_tokens
+from abcgen.abc.writer import model_text, write_abc
+
+# The jig of the task, hand-written rather than canonical (``^c-|c3``): it
+# brings K:Dmix, which the corpus sample lacks, for the forced-header test.
+JIG = ("M:6/8\nL:1/8\nK:Dmix\n"
+       "A|:B2c def|(3gfe[DFA]2z^c-|c3 c2B|1A3 A2:|\n"
+       "[2A3 A3|]\n")
+
+WALKS = 200
+CAP = 60           # tokens before the walk must head for the end
+ENDING_MARK = re.compile(r"(\||:\||\[)\d")
+
+
+def _corpus_dir() -> Path:
+    import music21
+
+    return Path(music21.__file__).parent / "corpus" / "ryansMammoth"
+
+
+@pytest.fixture(scope="module")
+def corpus_texts() -> list[str]:
+    """Model text of the first 200 ryansMammoth files (in memory only)."""
+    texts = []
+    for f in sorted(_corpus_dir().glob("*.abc"))[:200]:
+        try:
+            for tune in read_book(f):
+                texts.append(model_text(write_abc(parse_abc(tune.text))))
+        except Exception:  # noqa: BLE001 - the task says: skip files that raise
+            continue
+    assert len(texts) >= 150
+    return texts
+
+
+@pytest.fixture(scope="module")
+def vocab(corpus_texts) -> Vocabulary:
+    return Vocabulary.build(corpus_texts + [JIG], "token")
+
+
+@pytest.fixture(scope="module")
+def constraint(vocab) -> AbcConstraint:
+    return AbcConstraint(vocab)
+
+
+def _abc2midi_errors(texts: list[str], workdir: Path) -> dict[int, list[str]] | None:
+    """abc2midi's error lines per tune, the tunes run as one book (one process
+    instead of hundreds); None when abc2midi is not installed."""
+    if shutil.which("abc2midi") is None:
+        return None
+    lines, starts = [], []
+    for n, text in enumerate(texts):
+        starts.append(len(lines) + 1)
+        lines += [f"X:{n + 1}", f"T:walk {n + 1}"] + text.rstrip("\n").split("\n") + [""]
+    (workdir / "book.abc").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    p = subprocess.run(["abc2midi", "book.abc"], cwd=workdir, capture_output=True,
+                       text=True, timeout=120)
+    out: dict[int, list[str]] = {}
+    for ln in (p.stdout + p.stderr).splitlines():
+        if ln.startswith("Error"):
+            m = re.match(r"Error in line-char (\d+)-", ln)
+            line = int(m.group(1)) if m else 1
+            tune = max(i for i, s in enumerate(starts) if s <= line)
+            out.setdefault(tune, []).append(ln)
+    if p.returncode != 0:
+        out.setdefault(-1, []).append(f"exit status {p.returncode}")
+    written = len(list(workdir.glob("book*.mid")))
+    if written != len(texts):
+        out.setdefault(-1, []).append(f"{written} MIDI files for {len(texts)} tunes")
+    return out
+
+
+def _feed(c: AbcConstraint, vocab: Vocabulary, text: str):
+    """Feed a whole tune; the symbol refused first, or None when all pass."""
+    c.reset()
+    for t in vocab.encode(text):
+        try:
+            c.advance(t)
+        except GrammarError:
+            return vocab.symbols[t]
+    assert c.done
+    return None
+
+
+def _walk(c: AbcConstraint, seed: int, cap: int = CAP, prime=(), force: bool = False,
+          **header) -> list[int]:
+    """Uniform choice among allowed tokens; past ``cap`` only closing moves
+    (or, with ``force``, the deterministic finish)."""
+    rng = np.random.default_rng(seed)
+    c.reset(**header)
+    ids = list(prime)
+    for t in ids:
+        c.advance(t)
+    n = len(ids)
+    while not c.done:
+        if n >= cap and force:
+            ids.extend(c.force_end_tokens())
+            break
+        allowed = c.allowed()
+        mask = c.closing_allowed() if n >= cap else allowed
+        assert not (mask & ~allowed).any(), "closing moves must be allowed moves"
+        choices = np.flatnonzero(mask)
+        assert len(choices), f"dead end after {n} tokens"
+        t = int(rng.choice(choices))
+        c.advance(t)
+        ids.append(t)
+        n += 1
+        assert n < cap + 600, "the closing moves did not end the tune"
+    return ids
+
+
+def _check_tunes(texts: list[str], workdir: Path) -> None:
+    for text in texts:
+        parse_abc("X:1\n" + text)
+        assert check_bars(text)[1] == 0, text
+    errors = _abc2midi_errors(texts, workdir)
+    assert not errors, {k: (v, texts[k] if k >= 0 else "") for k, v in errors.items()}
+
+
+# --------------------------------------------------------------------------
+# real tunes
+
+
+def test_real_tunes_pass_except_their_own_faults(corpus_texts, vocab, constraint):
+    """Every corpus tune is accepted token by token, except tunes whose source
+    breaks a rule the sampler must enforce.  Those fall in two kinds only:
+
+    * bar lengths (14 of the 200 now): a bar of the wrong length between plain
+      bars (``A2|FA3 A3F GB3 BG|`` in 4/4), a short final bar, or the two
+      halves of a bar split by a repeat sign that do not add up to a bar;
+      check_bars counts them as wrong bars;
+    * repeat structure (3 now): an ending mark the simple matching cannot
+      place (``[1`` or ``|1`` after a closed repeat with no new ``|:``, or
+      ``[2`` with no first ending), which abc2midi rejects or misreads.
+    """
+    rejected = {}
+    for i, text in enumerate(corpus_texts):
+        sym = _feed(constraint, vocab, text)
+        if sym is None:
+            assert check_bars(text)[1] == 0, text
+        else:
+            rejected[i] = sym
+    for i, sym in rejected.items():
+        bars_wrong = check_bars(corpus_texts[i])[1] > 0
+        assert bars_wrong or ENDING_MARK.match(sym), (sym, corpus_texts[i])
+    assert len(rejected) <= len(corpus_texts) // 10, rejected
+
+
+def test_the_task_jig_passes(vocab, constraint):
+    assert _feed(constraint, vocab, JIG) is None
+    assert check_bars(JIG) == (4, 0)
+
+
+# --------------------------------------------------------------------------
+# random walks
+
+
+def test_random_walks_give_valid_tunes(vocab, constraint, tmp_path):
+    """Seeds 0..199, uniform over the mask, the cap forcing a clean end (by
+    sampled closing moves, or for every third seed the deterministic finish):
+    each tune tokenizes back to the same symbols, parses with music21, is
+    accepted by abc2midi and has no wrong bar."""
+    texts = []
+    for seed in range(WALKS):
+        ids = _walk(constraint, seed, force=seed % 3 == 2)
+        assert ids[-1] == EOS_ID
+        text = vocab.decode(ids)
+        assert split_tokens(text, "token") == [vocab.symbols[i] for i in ids if i != EOS_ID]
+        texts.append(text)
+    _check_tunes(texts, tmp_path)
+
+
+def test_closing_ends_from_any_state(vocab, constraint, tmp_path):
+    """A tiny budget: closing starts right after the header, inside chords,
+    tuplets, ties and first endings alike."""
+    texts = []
+    for seed in range(40):
+        cap = 7 + seed % 13
+        texts.append(vocab.decode(_walk(constraint, 1000 + seed, cap=cap, force=seed % 2 == 0)))
+    _check_tunes(texts, tmp_path)
+
+
+# --------------------------------------------------------------------------
+# forced header and prime
+
+
+def test_forced_header(vocab, constraint, tmp_path):
+    c = constraint
+    c.reset(meter="6/8", key="Dmix", unit="1/8")
+    for expected in ["M:6/8", "\n", "L:1/8", "\n", "K:Dmix", "\n"]:
+        assert np.flatnonzero(c.allowed()).tolist() == [vocab.id_of(expected)]
+        c.advance(vocab.id_of(expected))
+    assert c.bar_length() == 6
+    texts = [vocab.decode(_walk(c, seed, meter="M:6/8", key="K:Dmix", unit=Fraction(1, 8)))
+             for seed in range(5)]
+    assert all(t.startswith("M:6/8\nL:1/8\nK:Dmix\n") for t in texts)
+    _check_tunes(texts, tmp_path)
+
+
+def test_prime_is_continued(vocab, constraint, tmp_path):
+    prime = "M:6/8\nL:1/8\nK:Dmix\nA|:B2c def|(3gfe[DFA]2z^c-|"
+    ids = vocab.encode(prime)[:-1]        # <s> and the prime, no </s>
+    texts = [vocab.decode(_walk(constraint, seed, prime=ids)) for seed in range(5)]
+    for text in texts:
+        assert text.startswith(prime)
+        after = split_tokens(text[len(prime):], "token")[0]
+        assert re.fullmatch(r"[_^=]*c", after)    # the tie is taken up by a c
+    _check_tunes(texts, tmp_path)
+
+
+def test_bad_requests_are_refused(vocab, constraint):
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        constraint.reset(key="C#loc")
+    with pytest.raises(ValueError, match="token-level"):
+        AbcConstraint(Vocabulary.build([JIG], "char"))
+    constraint.reset()
+    with pytest.raises(GrammarError):
+        constraint.advance(vocab.id_of("A"))        # a note before the header
+    assert isinstance(GrammarError("x"), ValueError)
+
+
+# --------------------------------------------------------------------------
+# single rules
+
+
+def _state_after(vocab, text: str, *symbols: str) -> AbcConstraint:
+    """The constraint after ``text`` and then ``symbols`` (a chord left open
+    cannot be tokenized as text)."""
+    c = AbcConstraint(vocab)
+    for t in vocab.encode(text)[:-1] + [vocab.id_of(s) for s in symbols]:
+        c.advance(t)
+    return c
+
+
+def _allowed(c: AbcConstraint, vocab) -> set[str]:
+    return {vocab.symbols[i] for i in np.flatnonzero(c.allowed())}
+
+
+H = "M:2/4\nL:1/8\nK:Dmaj\n"
+
+
+def test_durations_never_overflow_the_bar(vocab):
+    c = _state_after(vocab, H + "A2 B2|c2 d")       # d may take the 2 units left
+    ok = _allowed(c, vocab)
+    assert {"2", "3/2", "/2"} <= ok
+    assert not {"3", "4", "6"} & ok
+    c = _state_after(vocab, H + "A2 B2|c4")         # a full bar: only bars
+    ok = _allowed(c, vocab)
+    assert "|" in ok and "d" not in ok and " " not in ok and "2" not in ok
+
+
+def test_duration_tie_and_space_placement(vocab):
+    ok = _allowed(_state_after(vocab, H + "A2"), vocab)
+    assert "2" not in ok and "-" in ok and " " in ok
+    ok = _allowed(_state_after(vocab, H + "z2"), vocab)
+    assert "-" not in ok                              # no tie after a rest
+    ok = _allowed(_state_after(vocab, H + "A2 B2|"), vocab)
+    assert " " not in ok and "2" not in ok and "\n" in ok
+    ok = _allowed(_state_after(vocab, H + "A2 B2|\n"), vocab)
+    assert " " not in ok and "\n" not in ok and "K:Gmaj" in ok and "</s>" in ok
+
+
+def test_ties_need_the_same_note(vocab):
+    ok = _allowed(_state_after(vocab, H + "A2 ^c-"), vocab)
+    pitches = {s for s in ok if re.fullmatch(r"[_^=]*[A-Ga-g][,']*", s)}
+    assert pitches == {"^c"}                          # within the bar: the same token
+    assert "[" in ok and "z" not in ok
+    ok = _allowed(_state_after(vocab, H + "A2 B ^c-|"), vocab) - {"^c"}
+    # only to c (any accidental) after a plain bar; no repeat sign between
+    assert {s for s in ok if re.fullmatch(r"[_^=]*[A-Ga-g][,']*", s)} <= {"c", "=c", "_c", "^c"}
+    assert "z" not in ok
+    ok = _allowed(_state_after(vocab, H + "A2 B^c-"), vocab)
+    assert "|" in ok and not {":|", "|]", "||", "|1"} & ok
+
+
+def test_chords(vocab):
+    ok = _allowed(_state_after(vocab, H, "["), vocab)
+    assert "]" not in ok and "z" not in ok and "|" not in ok and "A" in ok
+    ok = _allowed(_state_after(vocab, H, "[", "D", "F"), vocab)
+    assert "]" in ok and "F" not in ok and "^F" not in ok and "2" not in ok and "-" not in ok
+    ok = _allowed(_state_after(vocab, H + "A2 [ce]-", "[", "c"), vocab)
+    assert "]" not in ok and "e" in ok and "^e" not in ok    # the tie wants the e too
+
+
+def test_tuplets_are_counted(vocab):
+    c = _state_after(vocab, H + "(3ABc d")            # (3 of three 1s makes 2
+    assert c._s.pos == 3 * c._filler.grid
+    ok = _allowed(_state_after(vocab, H + "(3AB"), vocab)
+    assert "|" not in ok and " " not in ok and "(3" not in ok
+
+
+def test_repeats_and_endings(vocab):
+    ok = _allowed(_state_after(vocab, H + "|:A4|B4"), vocab)
+    assert "|:" not in ok and ":|" in ok and "</s>" not in ok
+    c = _state_after(vocab, H + "|:A4|B4|\n")
+    assert "</s>" not in _allowed(c, vocab)            # the open |: must be closed
+    ok = _allowed(_state_after(vocab, H + "|:A4|1B4"), vocab)
+    assert ":|" in ok and "|]" not in ok and "||" not in ok  # a first ending ends at :|
+    ok = _allowed(_state_after(vocab, H + "|:A4|1B4:|"), vocab)
+    assert "\n" in ok
+    ok = _allowed(_state_after(vocab, H + "|:A4|1B4:|\n"), vocab)
+    assert "[2" in ok and "</s>" in ok
+    ok = _allowed(_state_after(vocab, H + "A4:|B4"), vocab)
+    assert "|1" not in ok and "::" not in ok and ":|" in ok   # as abc2midi takes them
+
+
+def test_split_bars(vocab):
+    # 2 of 4 before :| (no pickup to pair with): the next piece must be 2
+    ok = _allowed(_state_after(vocab, H + "A4|B2:|c"), vocab)
+    assert "2" in ok and "3" not in ok and "|" not in ok
+    assert "</s>" not in _allowed(_state_after(vocab, H + "A4|B2|]\n"), vocab)
+    # short by the pickup: the tune may end there
+    assert "</s>" in _allowed(_state_after(vocab, H + "A|B4|c3|]\n"), vocab)
+    # a short bar between plain bars is never allowed
+    assert "|" not in _allowed(_state_after(vocab, H + "A4|B2"), vocab)
+
+
+def test_copy_goes_its_own_way(vocab):
+    c = _state_after(vocab, H + "A2 B")
+    d = c.copy()
+    d.advance(vocab.id_of("2"))
+    assert "2" in _allowed(c, vocab) and "2" not in _allowed(d, vocab)
+
+
+def test_no_heavy_imports():
+    """The mask runs on the NumPy sampling path: no TensorFlow, no music21."""
+    code = ("import sys, abcgen.abc.grammar; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'music21') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+# --------------------------------------------------------------------------
+# check_bars
+
+
+BAR_CASES = {
+    # text body (after the header): (complete bars, wrong bars)
+    "pickup, split by the ending and a second ending": (JIG, (4, 0)),
+    "a short bar between plain bars": ("M:4/4\nL:1/4\nK:Cmaj\nC D E F|G A B|c4|]\n", (3, 1)),
+    "halves of a split bar": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E2:|F2|G4|]\n", (2, 0)),
+    "halves that do not add up": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E2:|F3|G4|]\n", (3, 1)),
+    "a half left open at the end": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E2|]\n", (2, 1)),
+    "last bar short by the pickup": ("M:3/4\nL:1/4\nK:Gmaj\nD|G2 A|B3|A2|]\n", (2, 0)),
+    "no meter": ("M:none\nL:1/8\nK:Cmaj\nABC|DE|]\n", (0, 0)),
+    "meter change": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E4|\nM:3/4\nF6|G6|]\n", (4, 0)),
+    "meter change, short last bar": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E4|\nM:3/4\nF6|G4|]\n",
+                                     (4, 1)),
+    "tuplets and chords": ("M:2/4\nL:1/8\nK:Cmaj\n(3CDE F2|[CEG]2 z2|(3:2:2G2A B2|]\n", (3, 0)),
+    "part pickups": ("M:6/8\nL:1/8\nK:Gmaj\nD|G3 A3|B3 c2:|\n|:d|e3 d3|c3 B2:|\n", (2, 0)),
+    "overlong bar": ("M:6/8\nL:1/8\nK:Gmaj\nG3 A3|B3 c3 d|e6|]\n", (3, 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAR_CASES))
+def test_check_bars(name):
+    text, expected = BAR_CASES[name]
+    assert check_bars(text) == expected
+    assert check_bars(split_tokens(text, "token")) == expected
+
+
+@pytest.mark.parametrize("name", sorted(BAR_CASES))
+def test_mask_agrees_with_check_bars(name):
+    """The mask accepts exactly the cases without wrong bars."""
+    text, (_, wrong) = BAR_CASES[name]
+    v = Vocabulary.build([text], "token")
+    refused = _feed(AbcConstraint(v), v, text)
+    assert (refused is None) == (wrong == 0), refused

@@ -1,0 +1,141 @@
+"""abcgen sample: deterministic, constrained (always valid), fast path free of TensorFlow."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from abcgen import sample as S
+from abcgen.abc.reader import parse_abc
+from abcgen.corpus import prepare
+from abcgen.errors import InputError
+
+MINI = str(Path(__file__).parent / "data" / "minicorpus")
+RYAN = sorted((Path(__import__("music21").__file__).parent / "corpus" / "ryansMammoth").glob("*.abc"))[:60]
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    """A randomly initialised 1x32 model over the vocabulary of 60 real tunes."""
+    import keras
+
+    from abcgen.abc.reader import read_book
+    from abcgen.abc.tokens import Vocabulary
+    from abcgen.abc.writer import model_text, write_abc
+    from abcgen.model import build_text_model, export_npz
+
+    texts = []
+    for f in RYAN:
+        for t in read_book(f):
+            texts.append(model_text(write_abc(parse_abc(t.text))))
+    vocab = Vocabulary.build(texts, "token")
+    keras.utils.set_random_seed(0)
+    m = build_text_model(len(vocab), hidden=32, embed_dim=16)
+    path = tmp_path_factory.mktemp("rnd") / "random.npz"
+    export_npz(m, path, {"vocab": vocab.to_dict()}, dtype="float32")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from abcgen import train as T
+
+    d = tmp_path_factory.mktemp("trained") / "run"
+    T.train(d, dict(corpus=MINI, hidden=32, embed_dim=8, seq_len=16, batch_size=4, epochs=8, lr=0.02,
+                    patience=10, seed=2), log=lambda m: None)
+    return d
+
+
+def _abc2midi_ok(tune: str, tmp_path) -> bool:
+    src = tmp_path / "t.abc"
+    src.write_text(tune)
+    p = subprocess.run(["abc2midi", str(src), "-o", str(tmp_path / "t.mid")], capture_output=True, text=True)
+    return p.returncode == 0 and not any(ln.startswith("Error") for ln in (p.stdout + p.stderr).splitlines())
+
+
+def _book(model_path, **kw):
+    m = S.Model(S.resolve_model(str(model_path)))
+    opts = S.SampleOptions(**kw)
+    return S.tune_book(m, S.sample(m, opts), opts), m
+
+
+def test_same_seed_same_bytes(random_model):
+    a, _ = _book(random_model, count=4, seed=11, max_tokens=200)
+    b, _ = _book(random_model, count=4, seed=11, max_tokens=200)
+    c, _ = _book(random_model, count=4, seed=12, max_tokens=200)
+    assert a == b and a != c
+    assert a.count("X:") == 4 and "T:abcgen random seed 11 tune 1" in a
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 1.5])
+def test_every_constrained_tune_is_valid(random_model, temperature, tmp_path):
+    from abcgen.abc.grammar import check_bars
+    from abcgen.abc.reader import split_book
+    from abcgen.abc.writer import model_text
+
+    book, _ = _book(random_model, count=12, seed=3, temperature=temperature, max_tokens=250)
+    for tune in split_book(book):
+        parse_abc(tune.text)  # raises if music21 cannot parse it or finds no notes
+        complete, wrong = check_bars(model_text(tune.text))
+        assert wrong == 0, tune.text
+        if shutil.which("abc2midi"):
+            assert _abc2midi_ok(tune.text, tmp_path), tune.text
+
+
+def test_header_prompts_and_prime(random_model):
+    book, m = _book(random_model, count=3, seed=1, meter="6/8", unit="1/8", key="Gmaj", prime="G", max_tokens=120)
+    for entry in book.split("\n\n"):
+        lines = entry.split("\n")
+        assert lines[2:5] == ["M:6/8", "L:1/8", "K:Gmaj"]
+        assert lines[5].startswith("G")
+
+
+def test_unknown_header_symbol_is_refused(random_model):
+    m = S.Model(S.resolve_model(str(random_model)))
+    with pytest.raises(InputError, match="M:11/8 is not in the model's vocabulary"):
+        S.sample(m, S.SampleOptions(meter="11/8"))
+    with pytest.raises(InputError, match="'&'"):
+        S.sample(m, S.SampleOptions(meter="6/8", unit="1/8", key="Gmaj", prime="G&"))
+
+
+def test_no_constraints_path_runs(random_model):
+    book, _ = _book(random_model, count=2, seed=5, constraints=False, max_tokens=50)
+    assert book.count("X:") == 2
+
+
+def test_trained_tiny_model_samples_valid_tunes(trained_run, tmp_path):
+    book, _ = _book(trained_run, count=6, seed=0, temperature=0.8, max_tokens=200)
+    from abcgen.abc.reader import split_book
+
+    for tune in split_book(book):
+        parse_abc(tune.text)
+
+
+def test_filtering():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    p = S._filter_logits(logits, 1.0, 2, 1.0)
+    np.testing.assert_allclose(p, [[0.625, 0.375, 0, 0]])
+    p = S._filter_logits(logits, 1.0, 0, 0.7)
+    np.testing.assert_allclose(p, [[0.625, 0.375, 0, 0]])
+    p = S._filter_logits(logits, 1.0, 0, 0.1)
+    np.testing.assert_allclose(p, [[1, 0, 0, 0]])
+    assert S._draw(np.array([[0.2, 0.3, 0.5]] * 3), np.array([0.1, 0.4, 0.99])).tolist() == [0, 1, 2]
+
+
+def test_cli_without_model_explains_and_imports_no_tensorflow(random_model):
+    probe = ("import sys, runpy\n"
+             "sys.argv = ['abcgen'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_module('abcgen', run_name='__main__')\n"
+             "except SystemExit as e:\n    code = e.code\n"
+             "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules, 'music21' in sys.modules, "
+             "'EXIT', code, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", probe, "sample", "--model", str(random_model), "-n", "2"],
+                       capture_output=True, text=True)
+    assert "TF False False False EXIT 0" in r.stderr, r.stderr
+    assert r.stdout.startswith("X:1\n")
+    if not S.DEFAULT_MODEL.is_file():
+        r = subprocess.run([sys.executable, "-m", "abcgen", "sample"], capture_output=True, text=True)
+        assert r.returncode == 2 and "abcgen train" in r.stderr and "Traceback" not in r.stderr
