@@ -267,6 +267,8 @@ def sample(
     max_tokens: int = typer.Option(1000, "--max-tokens", help="Length cap; the tune is then closed cleanly."),
     constraints: bool = typer.Option(True, "--constraints/--no-constraints",
                                      help="Mask the model with the ABC state machine (valid tunes)."),
+    render: Optional[Path] = typer.Option(None, "--render",
+                                          help="Also render the tunes, e.g. tune.svg (see abcgen render)."),
 ):
     """Write new tunes as an ABC tune book to stdout."""
     import os
@@ -289,10 +291,25 @@ def sample(
     opts = S.SampleOptions(count=count, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                            meter=meter, key=key, unit=unit, prime=prime, max_tokens=max_tokens,
                            constraints=constraints)
+    if render is not None:
+        from .render import format_of
+
+        format_of(render)  # an unknown extension fails before any sampling
     m = S.Model(S.resolve_model(model))
     texts = S.sample(m, opts)
-    sys.stdout.write(S.tune_book(m, texts, opts))
+    book = S.tune_book(m, texts, opts)
+    sys.stdout.write(book)
     sys.stdout.flush()
+    if render is not None:
+        import tempfile
+
+        from . import render as render_mod
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / (render.stem + ".abc")
+            src.write_text(book, encoding="utf-8")
+            for path in render_mod.render_file(src, render, log=log):
+                log(f"wrote {path}")
 
 
 @bench_app.command("sample")

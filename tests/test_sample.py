@@ -139,3 +139,17 @@ def test_cli_without_model_explains_and_imports_no_tensorflow(random_model):
     if not S.DEFAULT_MODEL.is_file():
         r = subprocess.run([sys.executable, "-m", "abcgen", "sample"], capture_output=True, text=True)
         assert r.returncode == 2 and "abcgen train" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sample_render_writes_sheet_music(random_model, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "abcgen", "sample", "--model", str(random_model), "-n", "2",
+                        "--seed", "9", "--max-tokens", "120", "--render", str(tmp_path / "t.svg")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("X:") == 2
+    svgs = sorted(p.name for p in tmp_path.glob("*.svg"))
+    assert svgs == ["t-1.svg", "t-2.svg"]
+    assert "<svg" in (tmp_path / "t-1.svg").read_text()
+    bad = subprocess.run([sys.executable, "-m", "abcgen", "sample", "--model", str(random_model),
+                          "--render", str(tmp_path / "t.foo")], capture_output=True, text=True)
+    assert bad.returncode == 2 and ".svg" in bad.stderr and bad.stdout == ""
