@@ -233,18 +233,27 @@ def bench_train(
 @app.command()
 @handled
 def evaluate(
-    model: Path = typer.Option(..., "--model", "-m", help="A run directory from abcgen train."),
+    tunes: Optional[Path] = typer.Argument(None, help="A tune book to check (generated or real)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="A run directory from abcgen train."),
     corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpus [the run's corpus]."),
     split: str = typer.Option("test", "--split", help="train | valid | test."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines",
                                    help="Also the 5-gram Kneser-Ney and xz baselines."),
     json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
 ):
-    """Held-out bits per character of a model beside n-gram and xz baselines."""
+    """Tunes: parse and bar-length figures; a model: held-out bits per character beside baselines."""
     from . import evaluate as ev
 
-    r = ev.evaluate_model(model, corpus=corpus, split=split, baselines=baselines, log=log)
-    print(ev.format_model_report(r))
+    if tunes is None and model is None:
+        fail("give a tune book to check, or --model RUN_DIR (or both)")
+    r = {}
+    if tunes is not None:
+        r.update(ev.evaluate_tunes(tunes))
+        print(ev.format_tunes_report(r))
+    if model is not None:
+        m = ev.evaluate_model(model, corpus=corpus, split=split, baselines=baselines, log=log)
+        print(ev.format_model_report(m))
+        r.update(m)
     if json_out:
         import json
 

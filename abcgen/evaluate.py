@@ -81,3 +81,67 @@ def format_model_report(r: dict) -> str:
                      f"(xz of the test text alone: {r['xz_alone_bits_per_char']:.4f})")
     return "\n".join(lines)
 
+
+
+def _validity_one(tune) -> dict:
+    """Does one tune parse with music21 and abc2midi, and how many complete bars have the meter's length?"""
+    import shutil
+    import tempfile
+
+    from .abc.grammar import check_bars
+    from .abc.reader import parse_abc
+    from .abc.writer import model_text, write_abc
+    from .errors import AbcgenError
+    from .roundtrip import abc2midi_check
+
+    r = {"music21": False, "abc2midi": None, "bars": 0, "wrong_bars": 0}
+    try:
+        score = parse_abc(tune.text, file=tune.file, x=tune.x, line=tune.line)
+        r["music21"] = True
+    except AbcgenError:
+        score = None
+    if shutil.which("abc2midi"):
+        with tempfile.TemporaryDirectory() as d:
+            res = abc2midi_check(tune.text, d)
+        r["abc2midi"] = res["rc"] == 0 and not res["errors"]
+    try:
+        r["bars"], r["wrong_bars"] = check_bars(model_text(tune.text))
+    except (AbcgenError, ValueError):
+        if score is not None:  # not canonical: measure its canonical rewrite
+            try:
+                r["bars"], r["wrong_bars"] = check_bars(model_text(write_abc(score)))
+            except (AbcgenError, ValueError):
+                pass
+    return r
+
+
+def evaluate_tunes(path: Path, jobs: int = 0) -> dict:
+    """Validity figures of a tune book: parse shares and bar lengths."""
+    from .abc.reader import read_book
+    from .corpus import parallel_map
+
+    tunes = read_book(path)
+    if not tunes:
+        raise InputError("no tune in this file", file=str(path))
+    rs = parallel_map(_validity_one, tunes, jobs, progress=None)
+    n = len(rs)
+    bars = sum(r["bars"] for r in rs)
+    wrong = sum(r["wrong_bars"] for r in rs)
+    out = {"file": str(path), "tunes": n,
+           "music21_parse_pct": round(100 * sum(r["music21"] for r in rs) / n, 3),
+           "complete_bars": bars, "wrong_bars": wrong,
+           "bars_right_pct": round(100 * (bars - wrong) / bars, 3) if bars else None}
+    if all(r["abc2midi"] is not None for r in rs):
+        out["abc2midi_ok_pct"] = round(100 * sum(r["abc2midi"] for r in rs) / n, 3)
+    return out
+
+
+def format_tunes_report(r: dict) -> str:
+    lines = [f"{r['file']}: {r['tunes']} tunes",
+             f"  parse with music21: {r['music21_parse_pct']:.2f} %"]
+    if "abc2midi_ok_pct" in r:
+        lines.append(f"  accepted by abc2midi: {r['abc2midi_ok_pct']:.2f} %")
+    if r["bars_right_pct"] is not None:
+        lines.append(f"  complete bars with the meter's length: {r['bars_right_pct']:.2f} % "
+                     f"({r['wrong_bars']} wrong of {r['complete_bars']})")
+    return "\n".join(lines)
