@@ -60,3 +60,16 @@ def test_not_a_run_dir(tmp_path):
 
     with pytest.raises(InputError, match="not a run directory"):
         ev.evaluate_model(tmp_path)
+
+
+def test_tune_book_validity(tmp_path):
+    book = tmp_path / "b.abc"
+    book.write_text("X:1\nM:4/4\nL:1/4\nK:Cmaj\nC D E F|G A B|c4|C4|]\n\n"
+                    "X:2\nM:3/4\nL:1/4\nK:Gmaj\nG|A B c|d3|B2 G|G2|]\n\n"
+                    "X:3\nM:2/4\nK:Cmaj\n\n")
+    r = ev.evaluate_tunes(book, jobs=1)
+    assert r["tunes"] == 3
+    assert r["music21_parse_pct"] == pytest.approx(200 / 3, abs=1e-3)  # X:3 has no notes
+    # X:1: 4 complete bars, "G A B|" is one beat short; X:2: pickup G| and the last bar G2|] that
+    # completes it are not complete bars; A B c|, d3|, B2 G| are
+    assert (r["complete_bars"], r["wrong_bars"]) == (7, 1)
