@@ -382,3 +382,53 @@ def test_mask_agrees_with_check_bars(name):
     v = Vocabulary.build([text], "token")
     refused = _feed(AbcConstraint(v), v, text)
     assert (refused is None) == (wrong == 0), refused
+
+
+# --------------------------------------------------------------------------
+# memoized masks
+
+
+def test_memoized_masks_match_fresh_ones(vocab):
+    """allowed() and closing_allowed() come from memo tables keyed on part of
+    the state (_State.mask_key): along random walks, a mask built afresh for
+    the very state, and _token_ok token by token, must agree with them."""
+    c = AbcConstraint(vocab)
+    for seed in range(30):
+        rng = np.random.default_rng(500 + seed)
+        c.reset()
+        n = 0
+        while not c.done:
+            s = c._s
+            allowed, closing = c.allowed(), c.closing_allowed()
+            assert (allowed == c._build_mask(s)).all()
+            assert (closing == c._build_closing(s)).all()
+            if n % 5 == 0:
+                assert allowed.tolist() == [bool(c._token_ok(s, i)) for i in range(c.size)]
+            c.advance(int(rng.choice(np.flatnonzero(closing if n >= 40 + seed else allowed))))
+            n += 1
+
+
+def test_constraints_share_tables_not_state(vocab):
+    """Constraints on one vocabulary share their tables (the sampler builds
+    one per call), not their state, forced header or masks handed out."""
+    a, b = AbcConstraint(vocab), AbcConstraint(vocab)
+    assert a._masks is b._masks
+    a.reset(meter="6/8")
+    b.reset()
+    assert _allowed(a, vocab) == {"M:6/8"}
+    assert len(_allowed(b, vocab)) > 1
+    m = a.allowed()
+    m[:] = False                       # the caller's own array
+    assert a.allowed().any()
+    c = AbcConstraint(vocab)           # a fresh one sees no forced header
+    assert _allowed(c, vocab) == _allowed(b, vocab)
+
+
+def test_vocabulary_without_durations():
+    """Only default lengths: the duration part of the mask is empty."""
+    text = "M:2/4\nL:1/8\nK:Cmaj\nCDEF|GABc|]\n"
+    v = Vocabulary.build([text], "token")
+    assert _feed(AbcConstraint(v), v, text) is None
+    texts = [v.decode(_walk(AbcConstraint(v), seed, cap=20)) for seed in range(5)]
+    for t in texts:
+        assert check_bars(t)[1] == 0

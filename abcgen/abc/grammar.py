@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Iterable, Sequence
@@ -93,6 +94,28 @@ from ..errors import InputError
 from .tokens import BOS_ID, EOS_ID, PAD_ID, Vocabulary, split_tokens
 
 __all__ = ["AbcConstraint", "GrammarError", "check_bars"]
+
+
+# Entries a memo table keeps before it starts afresh (a mask is about 0.6 KB
+# with its key; a batch of 64 long tunes meets some 2,000 keys).
+_MEMO_LIMIT = 20000
+
+
+def _remember(memo: dict, key, value, limit: int = _MEMO_LIMIT) -> None:
+    """memo[key] = value, the memo starting afresh when it has grown too big."""
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
+
+
+# The tables of AbcConstraint that depend on the vocabulary alone (token
+# classes, the filler, the memoized masks), by the vocabulary's symbols: the
+# sampler builds a constraint per call, and each would otherwise start cold.
+# A constraint shares them with its copies and with every constraint built on
+# the same symbols; only the attributes below are its own.
+_FAMILIES: dict = {}
+_FAMILY_LIMIT = 2
+_PER_CONSTRAINT = frozenset({"vocab", "_forced", "_forced_key", "_keyed", "_shown", "_s"})
 
 
 class GrammarError(InputError, ValueError):
@@ -232,30 +255,62 @@ class _Filler:
         durations = sorted(set(durations) | {Fraction(1)})
         self.tuplets = sorted(set(tuplets))
         dens = {d.denominator for d in durations}
-        dens.update((Fraction(q, p) * d).denominator for p, q, _ in self.tuplets
-                    for d in durations)
+        for p, q, _ in self.tuplets:
+            for d in durations:          # the denominator of d * q/p
+                den = p * d.denominator
+                dens.add(den // math.gcd(q * d.numerator, den))
         self.grid = 1
         for x in dens:
             self.grid = self.grid * x // math.gcd(self.grid, x)
         self.durations = [int(d * self.grid) for d in durations]   # grid steps
-        self._ksums = {0: frozenset({0})}
-        items = set(self.durations)
-        for p, q, r in self.tuplets:
-            items.update(x * q // p for x in self.ksums(r))
-        self._items = sorted(items)
-        self._bits, self._limit = 1, 0
+        self._step = 0                                              # their gcd
+        for d in self.durations:
+            self._step = math.gcd(self._step, d)
+        self._ksums = {0: np.zeros(1, dtype=np.int64)}
+        self._ksum_bits = {0: 1}
+        items = np.sort(np.concatenate(
+            [np.array(self.durations, dtype=np.int64)]
+            + [self.ksums(r) * q // p for p, q, r in self.tuplets]))
+        items = items[np.concatenate(([True], items[1:] != items[:-1]))]    # unique
+        self._items = items.tolist()
+        positive = items[items > 0]
+        self._least_item = int(positive[0]) if len(positive) else 0
+        self._item_gcd = int(np.gcd.reduce(positive)) if len(positive) else 0   # 0: no item
+        self._limit = 0
+        self._table = b"\x01"           # fillable_steps(n) for n <= _limit, one byte each
+        self._saturated, self._gcd = False, 1
         self._cache: dict = {}
+        self._scaled: dict = {}
 
     def to_grid(self, x: Fraction) -> int | None:
         g = x * self.grid
         return g.numerator if g.denominator == 1 else None
 
-    def ksums(self, k: int) -> frozenset:
-        """Every total of k durations, in grid steps."""
+    def ksums(self, k: int) -> np.ndarray:
+        """Every total of k durations, in grid steps, ascending.
+
+        Built as a bitset over multiples of the durations' gcd (k shifts per
+        duration) rather than as a set of all pairwise sums: for the nine
+        notes of a ``(9`` with a real vocabulary's forty durations that is
+        the difference between a tenth of a second and a millisecond."""
         if k not in self._ksums:
-            prev = self.ksums(k - 1)
-            self._ksums[k] = frozenset(a + d for a in prev for d in self.durations)
+            self.ksums(k - 1)
+            prev, bits = self._ksum_bits[k - 1], 0
+            for d in self.durations:
+                bits |= prev << (d // self._step)
+            self._ksum_bits[k] = bits
+            self._ksums[k] = _bit_positions(bits) * self._step
         return self._ksums[k]
+
+    def _scaled_sums(self, k: int, q: int, p: int) -> tuple[list, np.ndarray]:
+        """ksums(k) scaled by q/p (the lengths of k tuplet notes), ascending, as
+        a list and as an array."""
+        key = (k, q, p)
+        hit = self._scaled.get(key)
+        if hit is None:
+            a = self.ksums(k) * q // p             # exact: the grid makes them whole
+            hit = self._scaled[key] = (a.tolist(), a)
+        return hit
 
     def _extend(self, n: int) -> None:
         """Every length up to ``limit`` reachable as a sum of items (unbounded knapsack).
@@ -265,13 +320,17 @@ class _Filler:
         work is items x log(limit) big-integer shifts, not a fixed-point loop
         over the whole range (which took seconds for fine grids).  An item
         that is already a sum of smaller ones is skipped, which leaves a few
-        dozen of the tens of thousands of tuplet sums.
+        dozen of the tens of thousands of tuplet sums.  The result is also
+        kept as one byte per length, as a bit test on a big integer costs as
+        much as shifting all of it.
         """
         limit = max(n, 2 * self._limit, 64)
         mask = (1 << (limit + 1)) - 1
         bits = 1
         for it in self._items:  # ascending
-            if it <= 0 or it > limit:
+            if it > limit:
+                break
+            if it <= 0:
                 continue
             if (bits >> it) & 1:
                 continue  # already a sum of smaller items: adds nothing new
@@ -279,32 +338,66 @@ class _Filler:
             while shift <= limit:
                 bits |= (bits << shift) & mask
                 shift *= 2
-        self._bits, self._limit = bits, limit
+        raw = np.frombuffer(bits.to_bytes(limit // 8 + 1, "little"), dtype=np.uint8)
+        table = np.unpackbits(raw, bitorder="little")[:limit + 1]
+        self._table = table.tobytes()      # before the limit: a reader never sees a short one
+        self._limit = limit
         # Saturated: every multiple of the items' gcd in the last stretch as long
         # as the smallest item is reachable, hence (adding that item again and
         # again) every larger multiple too; no need to grow the bitset further.
-        items = [it for it in self._items if it > 0]
-        if items:
-            g = 0
-            for it in items:
-                g = math.gcd(g, it)
-            a = items[0]
+        if self._item_gcd:
+            g, a = self._item_gcd, self._least_item
             lo = (limit - a) // g * g + g
             self._gcd = g
-            self._saturated = lo > 0 and all((bits >> m) & 1 for m in range(lo, limit + 1, g))
+            self._saturated = lo > 0 and bool(table[lo:limit + 1:g].all())
 
     def fillable_steps(self, n: int) -> bool:
         if n < 0:
             return False
         if n > self._limit:
-            if getattr(self, "_saturated", False):
+            if self._saturated:
                 return n % self._gcd == 0
             self._extend(n)
-        return bool((self._bits >> n) & 1)
+        return self._table[n] == 1
 
     def fillable(self, x: Fraction) -> bool:
         n = self.to_grid(x)
         return n is not None and self.fillable_steps(n)
+
+    def fillable_many(self, n: np.ndarray) -> np.ndarray:
+        """fillable_steps over an array of lengths at once."""
+        if not len(n):
+            return np.zeros(0, dtype=bool)
+        top = int(n.max())
+        if top > self._limit and not self._saturated:
+            self._extend(top)
+        table = np.frombuffer(self._table, dtype=bool)
+        if top <= self._limit and n.min() >= 0:
+            return table[n]
+        ok = np.zeros(len(n), dtype=bool)
+        inside = (n >= 0) & (n <= self._limit)
+        ok[inside] = table[n[inside]]
+        far = n > self._limit                  # only when saturated
+        ok[far] = n[far] % self._gcd == 0
+        return ok
+
+    def _fillable_after(self, d: int, offsets: tuple[list, np.ndarray]) -> bool:
+        """any(fillable_steps(d - x) for x in offsets), offsets ascending and >= 0.
+
+        Most lengths are fillable, so the first few offsets usually answer;
+        only a no looks at all of them, as one array operation."""
+        seq, arr = offsets
+        hi = bisect_right(seq, d)                      # only x <= d can fit
+        if any(self.fillable_steps(d - x) for x in seq[:min(hi, 8)]):
+            return True
+        if hi <= 8:
+            return False
+        rest = d - arr[8:hi]         # the loop above has grown the table to cover them
+        table = np.frombuffer(self._table, dtype=np.uint8)
+        if rest[0] <= self._limit:
+            return bool(table[rest].any())
+        far = rest > self._limit                      # saturated beyond the table
+        return bool((rest[far] % self._gcd == 0).any() or table[rest[~far]].any())
 
     def alive(self, pos: int, k: int, q: int, p: int, targets) -> bool:
         """Can a piece now ``pos`` steps long, with k tuplet notes still due
@@ -315,17 +408,47 @@ class _Filler:
         if hit is not None:
             return hit
         kind = targets[0]
-        sums = self.ksums(k)
         if kind == "free":
             ok = True
         elif kind == "pickup":
-            ok = pos + min(sums) * q // p <= targets[1]
+            ok = pos + int(self.ksums(k)[0]) * q // p <= targets[1]
+        elif k == 0:
+            ok = any(self.fillable_steps(t - pos) for t in targets[1])
         else:
-            ok = any(self.fillable_steps(t - pos - x * q // p) for t in targets[1] for x in sums)
+            sums = self._scaled_sums(k, q, p)
+            ok = any(self._fillable_after(t - pos, sums) for t in targets[1])
         if len(self._cache) > 200000:
             self._cache.clear()
         self._cache[key] = ok
         return ok
+
+    def alive_many(self, positions: np.ndarray, k: int, q: int, p: int, targets) -> np.ndarray:
+        """alive() at many positions at once (the piece after each duration):
+        array operations on the fillable table instead of one call each."""
+        kind = targets[0]
+        if kind == "free":
+            return np.ones(len(positions), dtype=bool)
+        if kind == "pickup":
+            return positions + int(self.ksums(k)[0]) * q // p <= targets[1]
+        if k == 0:
+            ok = self.fillable_many(targets[1][0] - positions)
+            for t in targets[1][1:]:
+                ok = ok | self.fillable_many(t - positions)
+            return ok
+        return np.array([self.alive(x, k, q, p, targets) for x in positions.tolist()],
+                        dtype=bool)
+
+    def alive_any(self, positions: np.ndarray, k: int, q: int, p: int, targets) -> bool:
+        """alive_many(...).any(), stopping at the first yes where each is costly."""
+        if k and targets[0] == "exact":
+            return any(self.alive(x, k, q, p, targets) for x in positions.tolist())
+        return bool(self.alive_many(positions, k, q, p, targets).any())
+
+
+def _bit_positions(bits: int) -> np.ndarray:
+    """The positions of the set bits of a non-negative integer, ascending."""
+    raw = np.frombuffer(bits.to_bytes(bits.bit_length() // 8 + 1, "little"), dtype=np.uint8)
+    return np.flatnonzero(np.unpackbits(raw, bitorder="little")).astype(np.int64)
 
 
 # --------------------------------------------------------------------------
@@ -345,6 +468,17 @@ class _BarRule:
     strict: bool = False          # the next piece must be exactly `need`
     part: bool = True             # the next piece opens a part (its pickup sets `a`)
     _targets_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        """The dataclass hash, kept: a rule is part of every memo key, which
+        is hashed at each sampled token."""
+        h = self._hash
+        if h is None:
+            h = hash((self.M, self.first, self.a, self.a0, self.opening, self.need, self.strict,
+                      self.part))
+            object.__setattr__(self, "_hash", h)
+        return h
 
     def verdict(self, length, kind, fillable=None) -> str:
         """How a piece of ``length`` closed by a bar of ``kind`` (None: the end
@@ -469,6 +603,53 @@ class _State:
     def M(self):
         return self.rule.M
 
+    def with_(self, **changes) -> "_State":
+        """``dataclasses.replace`` at a tenth of its cost (it runs __init__ over
+        all 30 fields); a few of these run for every sampled token.  _State
+        has no __post_init__ and no init=False field, so copying the field
+        values is all replace does."""
+        new = object.__new__(_State)
+        d = self.__dict__.copy()
+        d.update(changes)
+        object.__setattr__(new, "__dict__", d)
+        return new
+
+    def mask_key(self):
+        """The parts of the state that allowed() and closing_allowed() read, as a
+        hashable tuple: equal keys give equal masks, so the masks are memoized
+        on it.  Parts that only some situations read are left out elsewhere,
+        so that the states of a tune fall on far fewer keys than it has
+        tokens: the count of closed pieces (only whether it is 0), the last
+        sound's pitches (only a chord's, or an open chord's: a single note
+        cannot hold a letter twice, which is all a tie asks of them), its
+        length (only right after it, where a duration may follow), the last
+        bar kind (only right after it or the newline after it) and the meter,
+        unit, key and fields of the line (only at a line start, where fields
+        may come).  ``fed`` is never read by the mask.  The header needs only
+        its slot and the meter (and the forced values: see AbcConstraint._key).
+        The look-ahead of _letter_ok steps from a line start, whose key holds
+        all the step reads."""
+        if self.done:
+            return ("done",)
+        if self.phase < 6:
+            return ("head", self.phase, self.meter)
+        pitches = self.sound_pitches
+        sp = pitches if self.chord is not None or len(pitches) > 1 else None
+        last = self.last
+        if last == "sound":
+            sound = (self.sound, self.sound_len, self.sound_q, self.sound_p)
+        elif last == "dur":
+            sound = self.sound
+        else:
+            sound = None
+        return (last, self.pos, self.rule, self.tup_left, self.tup_q, self.tup_p, self.chord,
+                self.tie_req, self.tie_crossed, self.respelled, self.line_letter,
+                self.bare_upper, self.rep, self.ending, self.has_note, self.pieces > 0, sp,
+                sound,
+                self.bar_kind if last == "nl" or last == "bar" else None,
+                (self.meter, self.unit, self.key, self.line_fields, self.after_field)
+                if last == "nl" else None)
+
 
 class AbcConstraint:
     """Masks next tokens so every finished tune is valid (rules: module doc).
@@ -492,8 +673,26 @@ class AbcConstraint:
         if vocab.level != "token":
             raise ValueError(f"AbcConstraint needs a token-level vocabulary, not {vocab.level!r}: "
                              "the grammar works on whole ABC symbols")
+        syms = tuple(vocab.symbols)
+        tables = _FAMILIES.get(syms)
+        if tables is None:
+            self._build_tables(vocab)
+            tables = {k: v for k, v in self.__dict__.items() if k not in _PER_CONSTRAINT}
+            _remember(_FAMILIES, syms, tables, _FAMILY_LIMIT)
+        else:
+            self.__dict__.update(tables)
         self.vocab = vocab
+        self._forced: dict = {}
+        self._forced_key: tuple = ()
+        self._keyed: tuple = (None, None)   # (state, its key): the last key computed
+        self._shown: tuple = (None, None)   # (state, its mask): the last mask looked up
+        self._s = _State()
+
+    def _build_tables(self, vocab: Vocabulary) -> None:
+        """What the vocabulary alone determines: token classes, the filler and
+        the (empty) memo tables."""
         syms = vocab.symbols
+        self._syms = tuple(syms)
         n = len(syms)
         self.size = n
         kind = np.full(n, K_OTHER, dtype=np.int8)
@@ -512,6 +711,13 @@ class AbcConstraint:
             elif k == K_TUPLET:
                 tups.append(info)
         self._kind = kind
+        self._kinds = kind.tolist()         # the same as ints, for the per-token code
+        # per token: a one-letter note or rest (a line of one letter may read as
+        # a field), a one-letter capital note (no '::' after it)
+        self._one_letter = [k in (K_PITCH, K_REST) and len(s) == 1
+                            for k, s in zip(self._kinds, syms)]
+        self._bare_upper = [k == K_PITCH and len(s) == 1 and s.isupper()
+                            for k, s in zip(self._kinds, syms)]
         self._lo_index = los
         self._pitch_ids = np.flatnonzero(kind == K_PITCH)
         self._p_lo = lo_codes[self._pitch_ids]
@@ -520,6 +726,11 @@ class AbcConstraint:
                                     dtype=np.int64)
         self._filler = _Filler(durs, tups)
         self._grid_dur = {d: self._filler.to_grid(d) for d in durs}
+        # the same as arrays, for the whole duration part of a mask at once
+        self._dur_idx = np.array([i for i in self._ids[K_DUR]], dtype=np.int64)
+        self._dur_steps = np.array([self._grid_dur[self._info[i]] for i in self._dur_idx],
+                                   dtype=np.int64)
+        self._fill_steps = np.array(self._filler.durations, dtype=np.int64)
         self._dur_ids = [(int(i), self._info[i]) for i in self._ids[K_DUR]]
         self._tup_ids = [(int(i), self._info[i]) for i in self._ids[K_TUPLET]]
         self._bar_ids = [(int(i), self._info[i]) for i in self._ids[K_BAR]]
@@ -531,9 +742,24 @@ class AbcConstraint:
         bar_kinds = {info[0] for _, info in self._bar_ids}
         self._has_end = B_END in bar_kinds
         self._units = [info[1] for _, info in self._field_ids if info[0] == "L"]
-        self._forced: dict = {}
-        self._section_cache: dict = {}
-        self._s = _State()
+        self._tup_idx = np.array([i for i, _ in self._tup_ids], dtype=np.int64)
+        self._bar_idx = np.array([i for i, _ in self._bar_ids], dtype=np.int64)
+        self._field_idx = np.array([i for i, _ in self._field_ids], dtype=np.int64)
+        bar_kind = np.array([b[0] for _, b in self._bar_ids], dtype=np.int64)
+        self._bar_plain = bar_kind == B_PLAIN
+        self._bar_colon = np.isin(bar_kind, [B_END, B_ENDSTART, B_END_ENDING])
+        self._bar_endstart = bar_kind == B_ENDSTART
+        # Memo tables, each keyed on what the part it keeps reads (see _mask).
+        self._masks: dict = {}            # mask key -> allowed() (read-only)
+        self._closing: dict = {}          # mask key -> closing_allowed() (read-only)
+        self._dur_memo: dict = {}         # _durations
+        self._start_memo: dict = {}       # _sound_start_ok
+        self._tup_masks: dict = {}        # _tuplet_mask
+        self._bar_kind_masks: dict = {}   # _sound_end_bars
+        self._field_masks: dict = {}      # _line_fields
+        self._fits: dict = {}             # _bar_fits
+        self._section_cache: dict = {}    # _section_ok
+        self._rules: dict = {}            # interned bar rules (_intern)
 
     # ---------------------------------------------------------------- setup
 
@@ -603,6 +829,7 @@ class AbcConstraint:
         forced = {"M": self._field_id("M", meter), "L": self._field_id("L", unit),
                   "K": self._field_id("K", key)}
         self._forced = forced
+        self._forced_key = (forced["M"], forced["L"], forced["K"])
         self._s = _State()
         meters = ([self._info[forced["M"]][1]] if forced["M"] >= 0 else
                   [info[1] for _, info in self._field_ids if info[0] == "M"])
@@ -612,7 +839,13 @@ class AbcConstraint:
                              "durations can fill, so no tune could be finished")
 
     def _bar_fits(self, meter, unit) -> bool:
-        return meter is None or self._filler.fillable(meter / unit)
+        """Can the durations fill a bar of this meter and unit?  Asked for
+        every meter of the vocabulary at each line start: memoized."""
+        key = (meter, unit)
+        hit = self._fits.get(key)
+        if hit is None:
+            hit = self._fits[key] = meter is None or self._filler.fillable(meter / unit)
+        return hit
 
     # ---------------------------------------------------------------- queries
 
@@ -633,14 +866,25 @@ class AbcConstraint:
 
     def allowed(self) -> np.ndarray:
         """Boolean mask over the vocabulary: the tokens that may come next."""
-        return self._mask(self._s)
+        return self._mask(self._s).copy()
 
     def permits(self, token_id: int) -> bool:
-        """allowed()[token_id] without building the mask (checking a prime)."""
+        """allowed()[token_id], without building the mask when it is not memoized
+        yet (checking a prime)."""
         token_id = int(token_id)
         if not 0 <= token_id < self.size:
             return False
-        return bool(self._token_ok(self._s, token_id))
+        return self._ok(self._s, token_id)
+
+    def _ok(self, s: _State, i: int) -> bool:
+        """_token_ok(s, i), read off the memoized mask where there is one (while
+        sampling there always is: the sampler asked for it)."""
+        st, m = self._shown
+        if st is not s:
+            m = self._masks.get(self._key(s))
+        if m is not None:
+            return bool(m[i])
+        return bool(self._token_ok(s, i))
 
     def advance(self, token_id: int) -> None:
         """Feed one token; a leading <s> is skipped so encode() output can be
@@ -649,10 +893,10 @@ class AbcConstraint:
         token_id = int(token_id)
         s = self._s
         if token_id == BOS_ID and not s.fed:
-            self._s = replace(s, fed=True)
+            self._s = s.with_(fed=True)
             return
-        if not (0 <= token_id < self.size) or not self._token_ok(s, token_id):
-            sym = self.vocab.symbols[token_id] if 0 <= token_id < self.size else token_id
+        if not (0 <= token_id < self.size) or not self._ok(s, token_id):
+            sym = self._syms[token_id] if 0 <= token_id < self.size else token_id
             raise GrammarError(f"token {sym!r} is not allowed here ({self._where(s)})")
         self._s = self._step(s, token_id)
 
@@ -692,12 +936,33 @@ class AbcConstraint:
         return self._filler.alive(pos, k, q, p, self._targets(s))
 
     def _sound_start_ok(self, s: _State) -> bool:
-        """Is there room for one more sound (any duration) in the piece?"""
-        if s.tup_left:
-            q, p, k = s.tup_q, s.tup_p, s.tup_left - 1
-        else:
-            q, p, k = 1, 1, 0
-        return any(self._alive(s, s.pos + d * q // p, k, q, p) for d in self._filler.durations)
+        """Is there room for one more sound (any duration) in the piece?
+        Memoized on what it reads: most masks ask it, from fewer places."""
+        targets = self._targets(s)
+        key = (s.pos, s.tup_left, s.tup_q, s.tup_p, targets)
+        hit = self._start_memo.get(key)
+        if hit is None:
+            if s.tup_left:
+                q, p, k = s.tup_q, s.tup_p, s.tup_left - 1
+            else:
+                q, p, k = 1, 1, 0
+            hit = self._filler.alive_any(s.pos + self._fill_steps * q // p, k, q, p, targets)
+            _remember(self._start_memo, key, hit)
+        return hit
+
+    def _durations(self, s: _State) -> np.ndarray:
+        """_dur_ok over the duration tokens right after a sound, memoized on
+        what it reads (the piece before the sound, its tuplet ratio, the
+        tuplet state and the targets)."""
+        targets = self._targets(s)
+        base = s.pos - s.sound_len
+        key = (base, s.sound_q, s.sound_p, s.tup_left, s.tup_q, s.tup_p, targets)
+        hit = self._dur_memo.get(key)
+        if hit is None:
+            lengths = self._dur_steps * s.sound_q // s.sound_p
+            hit = self._filler.alive_many(base + lengths, s.tup_left, s.tup_q, s.tup_p, targets)
+            _remember(self._dur_memo, key, hit)
+        return hit
 
     def _dur_open(self, s: _State) -> bool:
         return s.last == "sound"
@@ -814,7 +1079,7 @@ class AbcConstraint:
             if slot != letter:
                 return False
             forced = self._forced.get(letter, -1)
-            if forced >= 0 and self.vocab.symbols[forced] != text:
+            if forced >= 0 and self._syms[forced] != text:
                 return False
             if letter == "M":
                 fu = self._forced.get("L", -1)
@@ -836,7 +1101,7 @@ class AbcConstraint:
         opening a line is not followed by ``:|``, ``::`` or ``:|2``; it is
         allowed only if something else can follow it (looked ahead; all
         one-letter notes stand alike here, so one look serves them all)."""
-        if s.last != "nl" or len(self.vocab.symbols[i]) != 1:
+        if s.last != "nl" or len(self._syms[i]) != 1:
             return True
         nxt = self._step(s, i)
         return bool(self._mask(nxt).any())
@@ -911,7 +1176,7 @@ class AbcConstraint:
     def _token_ok(self, s: _State, i: int) -> bool:
         if s.done:
             return False
-        k = self._kind[i]
+        k = self._kinds[i]
         info = self._info[i]
         if k in (K_PAD, K_BOS, K_OTHER):
             return False
@@ -951,7 +1216,42 @@ class AbcConstraint:
             return self._field_ok(s, info)
         return False
 
+    # ---------------------------------------------------------------- masks
+
+    def _key(self, s: _State):
+        """s.mask_key(), plus the forced header in the header (where the mask
+        reads it); the last one is kept, as allowed() and advance() ask for
+        the same state's key in turn."""
+        st, key = self._keyed
+        if st is s:
+            return key
+        key = s.mask_key()
+        if key[0] == "head":
+            key += (self._forced_key,)
+        self._keyed = (s, key)
+        return key
+
     def _mask(self, s: _State) -> np.ndarray:
+        """allowed() for state s, memoized on its mask key (read-only: shared).
+
+        The states of a tune fall on a few hundred keys (the same place in
+        the bar after the same kind of token), and the mask is the same for
+        all states of one key, so it is built once per key instead of once
+        per token; the table is shared with copies (all tunes of a batch) and
+        with constraints on the same vocabulary (see _FAMILIES)."""
+        st, m = self._shown
+        if st is s:
+            return m
+        key = self._key(s)
+        m = self._masks.get(key)
+        if m is None:
+            m = self._build_mask(s)
+            m.flags.writeable = False
+            _remember(self._masks, key, m)
+        self._shown = (s, m)
+        return m
+
+    def _build_mask(self, s: _State) -> np.ndarray:
         m = np.zeros(self.size, dtype=bool)
         if s.done:
             return m
@@ -967,12 +1267,13 @@ class AbcConstraint:
             if self._close_id is not None:
                 m[self._close_id] = self._token_ok(s, self._close_id)
             return m
-        for i, d in self._dur_ids:
-            m[i] = self._dur_ok(s, d)
-        if self._dur_open(s) and not self._default_ok(s):
-            return m
+        if self._dur_open(s):
+            m[self._dur_idx] = self._durations(s)
+            if not self._default_ok(s):
+                return m
         slot = self._sound_slot(s)
-        if slot and self._sound_start_ok(s):
+        start = slot and self._sound_start_ok(s)
+        if start:
             m[pitch_ids] = self._pitch_mask(s)
             if s.last == "nl":
                 letters = self._letter_ids[m[self._letter_ids]]
@@ -982,76 +1283,130 @@ class AbcConstraint:
                 m[self._rest_id] = s.tie_req is None and self._letter_ok(s, self._rest_id)
             if self._open_id is not None:
                 m[self._open_id] = True
-        if slot:
-            for i, t in self._tup_ids:
-                m[i] = self._tuplet_ok(s, t)
-        if s.last in ("sound", "dur", "tie", "nl", "bar"):
+        tuplets = False
+        if slot and not s.tup_left and s.last != "tuplet":
+            tm = self._tuplet_mask(s)
+            m[self._tup_idx] = tm
+            tuplets = bool(tm.any())
+        sound_end = s.last in ("sound", "dur", "tie")
+        if sound_end:
+            m[self._bar_idx] = self._sound_end_bars(s, slot)
+        elif s.last in ("nl", "bar"):
             for i, b in self._bar_ids:
                 m[i] = self._bar_ok(s, b)
         if s.last == "nl":
-            for i, f in self._field_ids:
-                m[i] = self._field_ok(s, f)
-        for k in (K_EOS, K_TIE, K_SPACE, K_NL):
-            for i in self._ids[k]:
-                m[i] = self._token_ok(s, int(i))
+            m[self._field_idx] = self._line_fields(s)
+        m[self._ids[K_EOS]] = self._end_ok(s)
+        m[self._ids[K_TIE]] = self._tie_ok(s)
+        # _space_ok: for a sound end, slot is _default_ok, start _sound_start_ok
+        m[self._ids[K_SPACE]] = sound_end and not s.tup_left and slot and (start or tuplets)
+        m[self._ids[K_NL]] = self._nl_ok(s)
         return m
+
+    def _tuplet_mask(self, s: _State) -> np.ndarray:
+        """_tuplet_ok over the tuplet tokens where a tuplet may start, memoized
+        on the position and the targets (the rest of the state is the same
+        for all of them)."""
+        targets = self._targets(s)
+        key = (s.pos, targets)
+        hit = self._tup_masks.get(key)
+        if hit is None:
+            hit = np.array([self._filler.alive(s.pos, r, q, p, targets)
+                            for _, (p, q, r) in self._tup_ids], dtype=bool)
+            _remember(self._tup_masks, key, hit)
+        return hit
+
+    def _sound_end_bars(self, s: _State, follow: bool) -> np.ndarray:
+        """_bar_ok over the bar tokens after a sound (follow:
+        _can_follow_sound_end), with the parts that do not depend on the bar
+        worked out once: the bar rule's verdict only asks whether the bar is
+        plain, and the repeat rules only read the repeat and ending state."""
+        if s.chord is not None or s.tup_left or not follow:
+            return np.zeros(len(self._bar_ids), dtype=bool)
+        key = (s.rep, s.ending)
+        ok = self._bar_kind_masks.get(key)
+        if ok is None:
+            ok = self._bar_kind_masks[key] = np.array(
+                [self._bar_kind_ok(s, b) for _, b in self._bar_ids], dtype=bool)
+        if s.tie_req is not None:
+            ok = ok & self._bar_plain
+        if s.line_letter:
+            ok = ok & ~self._bar_colon
+        if s.bare_upper:
+            ok = ok & ~self._bar_endstart
+        fill = self._filler.fillable_steps
+        plain = s.rule.verdict(s.pos, B_PLAIN, fill) != "wrong"
+        other = s.rule.verdict(s.pos, B_FINAL, fill) != "wrong"     # any kind but plain
+        return ok & np.where(self._bar_plain, plain, other)
+
+    def _line_fields(self, s: _State) -> np.ndarray:
+        """_field_ok over the field tokens at a line start in the body,
+        memoized on what it reads (each line start would ask it afresh)."""
+        key = (s.meter, s.unit, s.key, s.line_fields, s.pieces > 0, s.rule.strict, s.tup_left)
+        hit = self._field_masks.get(key)
+        if hit is None:
+            hit = np.array([self._field_ok(s, f) for _, f in self._field_ids], dtype=bool)
+            _remember(self._field_masks, key, hit)
+        return hit
 
     # ---------------------------------------------------------------- steps
 
     def _step(self, s: _State, i: int) -> _State:
-        k = self._kind[i]
+        k = self._kinds[i]
         info = self._info[i]
+        pre = {}
         if not s.fed:
-            s = replace(s, fed=True)
+            pre["fed"] = True
         if s.ending is not None and s.ending[0] == "after" and k != K_NL and not (
                 k == K_BAR and info[0] == B_LINE_ENDING):
-            s = replace(s, ending=None)     # the next ending was not taken up
-        one = len(self.vocab.symbols[i]) == 1
-        letter = k in (K_PITCH, K_REST) and s.last == "nl" and one
-        upper = k == K_PITCH and one and self.vocab.symbols[i].isupper()
+            pre["ending"] = None     # the next ending was not taken up
+        letter = self._one_letter[i] and s.last == "nl"
+        upper = self._bare_upper[i]
         if letter != s.line_letter or upper != s.bare_upper:
-            s = replace(s, line_letter=letter, bare_upper=upper)
+            pre["line_letter"], pre["bare_upper"] = letter, upper
+        if pre:
+            s = s.with_(**pre)
         if k == K_EOS:
-            return replace(s, done=True)
+            return s.with_(done=True)
         if s.phase < 6:
             if k == K_NL:
-                return replace(s, phase=s.phase + 1, last="nl")
+                return s.with_(phase=s.phase + 1, last="nl")
             letter, value, text = info
             if letter == "M":
-                return replace(s, phase=1, meter=value, last="field")
+                return s.with_(phase=1, meter=value, last="field")
             if letter == "L":
                 M = None if s.meter is None else self._filler.to_grid(s.meter / value)
-                return replace(s, phase=3, unit=value, rule=_BarRule(M), last="field")
-            return replace(s, phase=5, key=value, last="field")
+                return s.with_(phase=3, unit=value, rule=self._intern(_BarRule(M)), last="field")
+            return s.with_(phase=5, key=value, last="field")
         if k == K_NL:
             if s.last == "field":
-                return replace(s, last="nl", after_field=True)
-            return replace(s, last="nl", line_fields=frozenset(), after_field=False)
+                return s.with_(last="nl", after_field=True)
+            return s.with_(last="nl", line_fields=frozenset(), after_field=False)
         if k == K_FIELD:
             letter, value, text = info
             fields = s.line_fields | {letter}
             if letter == "M":
                 M = None if value is None else self._filler.to_grid(value / s.unit)
-                return replace(s, meter=value, rule=s.rule.meter(M), last="field",
+                return s.with_(meter=value, rule=self._intern(s.rule.meter(M)), last="field",
                                line_fields=fields)
-            return replace(s, key=value, last="field", line_fields=fields)
+            return s.with_(key=value, last="field", line_fields=fields)
         if k == K_SPACE:
-            return replace(s, last="space")
+            return s.with_(last="space")
         if k == K_TIE:
-            return replace(s, last="tie", tie_req=s.sound_pitches, tie_crossed=False)
+            return s.with_(last="tie", tie_req=s.sound_pitches, tie_crossed=False)
         if k == K_DUR:
             length = self._grid_dur[info] * s.sound_q // s.sound_p
-            return replace(s, last="dur", pos=s.pos - s.sound_len + length, sound_len=length)
+            return s.with_(last="dur", pos=s.pos - s.sound_len + length, sound_len=length)
         if k == K_TUPLET:
             p, q, r = info
-            return replace(s, last="tuplet", tup_left=r, tup_q=q, tup_p=p)
+            return s.with_(last="tuplet", tup_left=r, tup_q=q, tup_p=p)
         if s.chord is not None:
             if k == K_PITCH:
-                return replace(s, chord=s.chord + (info[0],),
+                return s.with_(chord=s.chord + (info[0],),
                                sound_pitches=s.sound_pitches | {info})
             # K_CLOSE
             respelled = s.tie_req is not None and s.tie_req != s.sound_pitches
-            return replace(s, chord=None, last="sound", sound="chord", tie_req=None,
+            return s.with_(chord=None, last="sound", sound="chord", tie_req=None,
                            respelled=respelled)
         if k in (K_PITCH, K_REST, K_OPEN):
             if s.tup_left:
@@ -1059,18 +1414,29 @@ class AbcConstraint:
             else:
                 q, p, left = 1, 1, 0
             length = self._filler.grid * q // p
-            s = replace(s, pos=s.pos + length, sound_len=length, sound_q=q, sound_p=p,
-                        tup_left=left, tup_q=q if left else 1, tup_p=p if left else 1)
+            placed = dict(pos=s.pos + length, sound_len=length, sound_q=q, sound_p=p,
+                          tup_left=left, tup_q=q if left else 1, tup_p=p if left else 1)
             if k == K_PITCH:
                 respelled = s.tie_req is not None and info not in s.tie_req
-                return replace(s, last="sound", sound="note", sound_pitches=frozenset({info}),
-                               tie_req=None, has_note=True, respelled=respelled)
+                return s.with_(**placed, last="sound", sound="note",
+                               sound_pitches=frozenset({info}), tie_req=None, has_note=True,
+                               respelled=respelled)
             if k == K_REST:
-                return replace(s, last="sound", sound="rest", sound_pitches=frozenset())
-            return replace(s, last="chord", chord=(), sound_pitches=frozenset(), has_note=True)
+                return s.with_(**placed, last="sound", sound="rest", sound_pitches=frozenset())
+            return s.with_(**placed, last="chord", chord=(), sound_pitches=frozenset(),
+                           has_note=True)
         if k == K_BAR:
             return self._step_bar(s, info)
         raise AssertionError(f"unhandled token kind {k}")
+
+    def _intern(self, rule: _BarRule) -> _BarRule:
+        """The one rule object of its value, so that memo keys of different tunes
+        compare by identity (and share the rule's targets cache)."""
+        hit = self._rules.get(rule)
+        if hit is None:
+            _remember(self._rules, rule, rule)
+            hit = rule
+        return hit
 
     def _step_bar(self, s: _State, info) -> _State:
         kind, first, last = info
@@ -1080,9 +1446,10 @@ class AbcConstraint:
         rule, pieces = s.rule, s.pieces
         if not empty:
             _, rule = rule.judge(s.pos, kind, self._filler.fillable_steps)
+            rule = self._intern(rule)
             pieces += 1
         elif kind == B_LINE_ENDING:
-            rule = rule.opener()
+            rule = self._intern(rule.opener())
         # repeats and endings
         if kind == B_START:
             rep, e = "open", None
@@ -1099,7 +1466,7 @@ class AbcConstraint:
             if kind == B_END_ENDING:
                 rep = "closed"
             e = ("in", first, last)
-        return replace(s, last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0,
+        return s.with_(last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0,
                        rep=rep, ending=e, after_field=False, sound=None,
                        tie_crossed=s.tie_req is not None)
 
@@ -1118,9 +1485,18 @@ class AbcConstraint:
         the tune ends within a few bars.
         """
         s = self._s
+        key = self._key(s)
+        c = self._closing.get(key)
+        if c is None:
+            c = self._build_closing(s)
+            c.flags.writeable = False
+            _remember(self._closing, key, c)
+        return c.copy()
+
+    def _build_closing(self, s: _State) -> np.ndarray:
         m = self._mask(s)
         if s.done or s.phase < 6:
-            return m
+            return m.copy()
         c = np.zeros_like(m)
         if s.chord is not None:
             if self._close_id is not None and m[self._close_id]:
@@ -1153,7 +1529,7 @@ class AbcConstraint:
                 if not c.any():
                     c[halves] = True
         if not c.any():
-            return m
+            return m.copy()
         return c
 
     def _closing_sounds(self, s: _State, m: np.ndarray, c: np.ndarray) -> None:
