@@ -432,3 +432,16 @@ def test_vocabulary_without_durations():
     texts = [v.decode(_walk(AbcConstraint(v), seed, cap=20)) for seed in range(5)]
     for t in texts:
         assert check_bars(t)[1] == 0
+
+
+def test_meters_abc2midi_rejects_are_never_allowed():
+    from abcgen.abc.grammar import AbcConstraint
+    from abcgen.abc.tokens import Vocabulary
+
+    texts = ["M:6/8\nL:1/8\nK:Gmaj\nGAB cde|dBG G3|]\n", "M:1/6\nL:1/8\nK:Gmaj\nG|A|]\n",
+             "M:3/4\nL:1/8\nK:Gmaj\nG6|\nM:1/6\nA|B6|]\n"]
+    vocab = Vocabulary.build(texts, "token")
+    c = AbcConstraint(vocab)
+    c.reset()
+    allowed = {vocab.symbols[i] for i in np.flatnonzero(c.allowed())}
+    assert "M:6/8" in allowed and "M:3/4" in allowed and "M:1/6" not in allowed

@@ -229,6 +229,16 @@ def _fraction(text: str) -> Fraction | None:
     return Fraction(int(m.group(1)), int(m.group(2)))
 
 
+def _meter_writable(text: str) -> bool:
+    """M:a/b with b a power of two (or M:none): the corpus holds meters such as M:1/6 that
+    music21 invented for odd bars, which abc2midi rejects ("6 b is not a power of 2")."""
+    m = re.fullmatch(r"M:(\d+)/(\d+)", text)
+    if m is None:
+        return True
+    b = int(m.group(2))
+    return b > 0 and b & (b - 1) == 0
+
+
 def _meter_value(value: str):
     """The meter as a fraction of a whole note; None for 'none'; 'bad' otherwise."""
     if value == "none":
@@ -1074,6 +1084,8 @@ class AbcConstraint:
 
     def _field_ok(self, s: _State, info) -> bool:
         letter, value, text = info
+        if letter == "M" and not _meter_writable(text):
+            return False
         if s.phase < 6:
             slot = {0: "M", 2: "L", 4: "K"}.get(s.phase)
             if slot != letter:
