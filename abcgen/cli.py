@@ -42,6 +42,13 @@ def fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def print_json_last(obj) -> None:
+    """--json: the figures as one JSON object, the last line of stdout."""
+    import json
+
+    print(json.dumps(obj, sort_keys=True))
+
+
 def handled(fn):
     """Turn abcgen errors into one line and an exit code; tracebacks only with --debug."""
 
@@ -166,9 +173,7 @@ def check_roundtrip(
     report = roundtrip.run(corpus, limit=limit, use_abc2midi=abc2midi, jobs=jobs, log=log)
     print(roundtrip.format_report(report))
     if json_out:
-        import json
-
-        print(json.dumps(report["summary"], sort_keys=True))
+        print_json_last(report["summary"])
 
 
 @app.command()
@@ -225,9 +230,7 @@ def bench_train(
     r = bench.bench_train(corpus=corpus, level=level, hidden=hidden, layers=layers, batches=batches,
                           log=lambda m: print(m, flush=True))
     if json_out:
-        import json
-
-        print(json.dumps(r, sort_keys=True))
+        print_json_last(r)
 
 
 @app.command()
@@ -255,9 +258,7 @@ def evaluate(
         print(ev.format_model_report(m))
         r.update(m)
     if json_out:
-        import json
-
-        print(json.dumps(r, sort_keys=True))
+        print_json_last(r)
 
 
 @app.command()
@@ -337,9 +338,7 @@ def bench_sample(
     r = bench.bench_sample(corpus=corpus, hidden=hidden, layers=layers, tokens=tokens, model_path=model,
                            log=lambda m: print(m, flush=True))
     if json_out:
-        import json
-
-        print(json.dumps(r, sort_keys=True))
+        print_json_last(r)
 
 
 # Commands defined in their own modules register on `app` when imported.

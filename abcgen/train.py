@@ -143,12 +143,7 @@ def tf_dataset(x, y, batch_size: int, replicas: int = 1):
 
 
 def replicas(cfg: TrainConfig) -> int:
-    if cfg.distribute != "mirrored":
-        return 1
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync if tf.distribute.has_strategy() else \
-        tf.distribute.MirroredStrategy().num_replicas_in_sync
+    return _strategy(cfg).num_replicas_in_sync if cfg.distribute == "mirrored" else 1
 
 
 # --------------------------------------------------------------------------
@@ -165,11 +160,21 @@ def compile_model(model, cfg: TrainConfig):
     return model
 
 
-def strategy_scope(cfg: TrainConfig):
-    if cfg.distribute == "mirrored":
+_STRATEGIES: dict = {}
+
+
+def _strategy(cfg: TrainConfig):
+    """One MirroredStrategy per process: the model, its reload and the batch split share it."""
+    if "mirrored" not in _STRATEGIES:
         import tensorflow as tf
 
-        return tf.distribute.MirroredStrategy().scope()
+        _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy()
+    return _STRATEGIES["mirrored"]
+
+
+def strategy_scope(cfg: TrainConfig):
+    if cfg.distribute == "mirrored":
+        return _strategy(cfg).scope()
     if cfg.distribute != "none":
         raise InputError(f"--distribute must be none or mirrored, not {cfg.distribute!r}")
     return contextlib.nullcontext()

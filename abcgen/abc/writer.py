@@ -293,18 +293,23 @@ class _PartWriter:
             i += len(group)
         return "".join(out)
 
-    def changes(self, m) -> list[str]:
-        """Field lines for meter and key changes at the start of bar m."""
+    def changes(self, m, apply: bool = True) -> list[str]:
+        """Field lines for meter and key changes at the start of bar m.
+
+        With apply=False only looks (does the next bar need a line of its own?).
+        """
         from music21 import key as m21key, meter
 
         lines = []
         ts = _writable_meter(_first(m, meter.TimeSignature))
         if ts is not None and (self.ts is None or ts.ratioString != self.ts.ratioString):
-            self.ts = ts
+            if apply:
+                self.ts = ts
             lines.append("M:" + meter_str(ts))
         k = _first(m, m21key.KeySignature)
         if k is not None and key_str(k) != key_str(self.key):
-            self.key = k
+            if apply:
+                self.key = k
             lines.append("K:" + key_str(k))
         return lines
 
@@ -345,22 +350,12 @@ class _PartWriter:
             if not (i == 0 and pickup):
                 count += 1
             if (count and count % BARS_PER_LINE == 0 and not (i == 0 and pickup)) or \
-                    self._has_change(nxt):
+                    self.changes(nxt, apply=False):
                 out.append(line + close)
                 line = _opening(nxt, self.brackets, line_start=True)
             else:
                 line += _join(close, _opening(nxt, self.brackets, line_start=False))
         return out
-
-    def _has_change(self, m) -> bool:
-        from music21 import key as m21key, meter
-
-        ts = _writable_meter(_first(m, meter.TimeSignature))
-        if ts is not None and (self.ts is None or ts.ratioString != self.ts.ratioString):
-            return True
-        k = _first(m, m21key.KeySignature)
-        return k is not None and key_str(k) != key_str(self.key)
-
 
 def _closing(m) -> str:
     from music21 import bar as m21bar
