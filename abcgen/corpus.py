@@ -34,6 +34,9 @@ ABC_EXTS = {".abc"}
 SCORE_EXTS = {".mid", ".midi", ".musicxml", ".xml", ".mxl"}
 TRANSPOSE_CHOICES = ("none", "C", "all")
 CACHE_FORMAT = 1
+# The modules whose code decides a tune's canonical text (see _code_fingerprint).
+CANON_CODE = ("abc/reader.py", "abc/writer.py", "abc/tokens.py", "notes.py", "transpose.py",
+              "midi.py", "convert.py")
 
 
 @dataclass
@@ -171,6 +174,12 @@ def canonicalize_item(item: tuple, transpose: str = "none") -> dict:
         extra = []
         if transpose == "all":
             extra = [write_abc(s, index=1, title=title) for s in transpose_all(score)]
+        from .abc.tokens import split_tokens
+
+        # A tune the tokenizers cannot read would stop training on the whole corpus:
+        # it fails here, counted and listed like a tune music21 cannot parse.
+        for text in [abc] + extra:
+            split_tokens(model_text(text), "token")
         return {"ok": True, "abc": abc, "extra": extra}
     except AbcgenError as e:
         return {"ok": False, "reason": e.message, "category": _category(e.message)}
@@ -264,12 +273,23 @@ def cache_root() -> Path:
 def fingerprint(m: Manifest, files: list, transpose: str) -> str:
     h = hashlib.sha256()
     h.update(f"abcgen {__version__} cache {CACHE_FORMAT} transpose {transpose}\n".encode())
+    h.update(_code_fingerprint())
     h.update(m.text.encode())
     h.update(json.dumps([m.valid, m.test, m.salt]).encode())
     for label, f in files:
         h.update(f"{label}\0{f.name}\0".encode())
         h.update(hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()
+
+
+def _code_fingerprint() -> bytes:
+    """The bytes of the code that turns a source into canonical text: a change to the
+    reader, writer or tokenizer makes a new cache instead of serving stale tunes."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for rel in CANON_CODE:
+        h.update(rel.encode() + b"\0" + (here / rel).read_bytes())
+    return h.digest()
 
 
 def split_of(text: str, m: Manifest) -> str:

@@ -316,7 +316,18 @@ class _PartWriter:
     def lines(self) -> list[str]:
         from music21 import stream as m21stream
 
-        ms = list(self.part.getElementsByClass(m21stream.Measure))
+        ms = []
+        # A bar with nothing to sound (music21 leaves one where it dropped a note it
+        # could not read) would write two bar lines with nothing between ('|::'):
+        # drop it and give its closing bar line to the bar before.
+        self.close_of = {}
+        for m in self.part.getElementsByClass(m21stream.Measure):
+            if ms and not _sounding(m):
+                c = _closing(m)
+                if c != "|":
+                    self.close_of[id(ms[-1])] = c
+                continue
+            ms.append(m)
         if not ms:
             return []
         # (pitch, onset) of every sounding note: where a tie can land
@@ -327,7 +338,7 @@ class _PartWriter:
                 if not el.isRest:
                     for p in el.pitches:
                         self.onsets.add((int(round(p.ps)), m_on + frac(el.offset)))
-        drop, add = _repeat_fixes(ms)
+        drop, add = _repeat_fixes(ms, self.close_of)
         self.brackets = dict(self.brackets, unmatched=drop, implied=add)
         bar_ql = frac(self.ts.barDuration.quarterLength) if self.ts is not None else None
         pickup = len(ms) > 1 and (frac(ms[0].paddingLeft) > 0 or (
@@ -342,7 +353,7 @@ class _PartWriter:
                 ch = self.changes(m)
                 out.extend(ch)
             line += self.measure(m)
-            close = _closing(m)
+            close = self.close_of.get(id(m)) or _closing(m)
             if i == len(ms) - 1:
                 out.append(line + close)
                 break
@@ -377,7 +388,7 @@ def _writable_meter(ts):
     return ts if d > 0 and d & (d - 1) == 0 else None
 
 
-def _repeat_fixes(ms) -> tuple[set, set]:
+def _repeat_fixes(ms, close_of: dict | None = None) -> tuple[set, set]:
     """(start repeats to drop, start repeats to add), by bar identity.
 
     Dropped: a start repeat that no end repeat closes (music21 keeps one whose
@@ -396,7 +407,9 @@ def _repeat_fixes(ms) -> tuple[set, set]:
             if open_at is not None:
                 drop.add(id(open_at))
             open_at = m
-        if isinstance(rb, m21bar.Repeat) and rb.direction == "end":
+        ends = (isinstance(rb, m21bar.Repeat) and rb.direction == "end") or \
+            (close_of or {}).get(id(m)) == ":|"
+        if ends:
             if open_at is None and after_end is not None and after_end is not m:
                 add.add(id(after_end))
             open_at = None
