@@ -445,3 +445,35 @@ def test_meters_abc2midi_rejects_are_never_allowed():
     c.reset()
     allowed = {vocab.symbols[i] for i in np.flatnonzero(c.allowed())}
     assert "M:6/8" in allowed and "M:3/4" in allowed and "M:1/6" not in allowed
+
+
+def test_tuplet_safe_rule_matches_music21():
+    """tuplet_safe(d) is exactly "music21 can give a note of length d a type"."""
+    from music21 import duration
+
+    from abcgen.abc.grammar import tuplet_safe
+
+    for num in range(1, 65):
+        for den in (1, 2, 4, 8, 16):
+            d = Fraction(num, den)
+            typ = duration.Duration(d / 2).type        # L:1/8, so d units are d/2 quarters
+            assert tuplet_safe(d) == (typ not in ("complex", "inexpressible")), d
+
+
+def test_tuplet_notes_only_take_typeable_durations():
+    """music21 fails on '(3A5/2...' ("Unknown type: complex"): the mask never offers it."""
+    from abcgen.abc.grammar import tuplet_safe
+
+    texts = ["M:4/4\nL:1/8\nK:Cmaj\n(3A5/2B5/2c A5/2 B3/2 c2 d|A4 B4|(3A3/2B3/2c3 d4|]\n",
+             "M:4/4\nL:1/8\nK:Cmaj\nA5 B3|(3ABc d5 e|]\n"]
+    v = Vocabulary.build(texts, "token")
+    H4 = "M:4/4\nL:1/8\nK:Cmaj\n"
+    inside = _allowed(_state_after(v, H4 + "(3A"), v)
+    outside = _allowed(_state_after(v, H4 + "A"), v)
+    assert "5/2" in outside and "5" in outside and "5/2" not in inside and "5" not in inside
+    assert {"3/2", "3"} <= inside
+    assert all(tuplet_safe(Fraction(s if not s.startswith("/") else "1" + s))
+               for s in inside if s[0].isdigit() or s[0] == "/")
+    # whatever duration the mask allows in the tuplet, music21 reads the bar
+    for d in sorted(s for s in inside if s[0].isdigit() or s[0] == "/"):
+        parse_abc(f"X:1\n{H4}(3A{d}B{d}c{d}|]\n")

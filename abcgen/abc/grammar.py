@@ -251,6 +251,20 @@ def _meter_value(value: str):
 # Bar filling
 
 
+def tuplet_safe(d: Fraction) -> bool:
+    """May a note of length d (in L: units) sit inside a tuplet?
+
+    music21 gives a tuplet note a written type, and fails ("Unknown type:
+    complex") unless the unscaled length is a plain or dotted note value (up to
+    four dots): a power of two times 1, 3/2, 7/4, 15/8 or 31/16.  L: is always a
+    power of two, so the rule does not depend on it.
+    """
+    odd = d.numerator
+    while odd % 2 == 0:
+        odd //= 2
+    return d > 0 and d.denominator & (d.denominator - 1) == 0 and odd in (1, 3, 7, 15, 31)
+
+
 class _Filler:
     """Which lengths the vocabulary's durations can fill exactly.
 
@@ -273,6 +287,7 @@ class _Filler:
         for x in dens:
             self.grid = self.grid * x // math.gcd(self.grid, x)
         self.durations = [int(d * self.grid) for d in durations]   # grid steps
+        self.tuplet_durations = [int(d * self.grid) for d in durations if tuplet_safe(d)]
         self._step = 0                                              # their gcd
         for d in self.durations:
             self._step = math.gcd(self._step, d)
@@ -306,7 +321,7 @@ class _Filler:
         if k not in self._ksums:
             self.ksums(k - 1)
             prev, bits = self._ksum_bits[k - 1], 0
-            for d in self.durations:
+            for d in self.tuplet_durations:
                 bits |= prev << (d // self._step)
             self._ksum_bits[k] = bits
             self._ksums[k] = _bit_positions(bits) * self._step
@@ -741,6 +756,8 @@ class AbcConstraint:
         self._dur_steps = np.array([self._grid_dur[self._info[i]] for i in self._dur_idx],
                                    dtype=np.int64)
         self._fill_steps = np.array(self._filler.durations, dtype=np.int64)
+        self._tup_fill_steps = np.array(self._filler.tuplet_durations, dtype=np.int64)
+        self._dur_tuplet_safe = np.array([tuplet_safe(self._info[i]) for i in self._dur_idx], dtype=bool)
         self._dur_ids = [(int(i), self._info[i]) for i in self._ids[K_DUR]]
         self._tup_ids = [(int(i), self._info[i]) for i in self._ids[K_TUPLET]]
         self._bar_ids = [(int(i), self._info[i]) for i in self._ids[K_BAR]]
@@ -954,9 +971,11 @@ class AbcConstraint:
         if hit is None:
             if s.tup_left:
                 q, p, k = s.tup_q, s.tup_p, s.tup_left - 1
+                steps = self._tup_fill_steps
             else:
                 q, p, k = 1, 1, 0
-            hit = self._filler.alive_any(s.pos + self._fill_steps * q // p, k, q, p, targets)
+                steps = self._fill_steps
+            hit = self._filler.alive_any(s.pos + steps * q // p, k, q, p, targets)
             _remember(self._start_memo, key, hit)
         return hit
 
@@ -971,6 +990,8 @@ class AbcConstraint:
         if hit is None:
             lengths = self._dur_steps * s.sound_q // s.sound_p
             hit = self._filler.alive_many(base + lengths, s.tup_left, s.tup_q, s.tup_p, targets)
+            if s.sound_q != s.sound_p:
+                hit = hit & self._dur_tuplet_safe
             _remember(self._dur_memo, key, hit)
         return hit
 
@@ -984,7 +1005,7 @@ class AbcConstraint:
         return self._alive(s, s.pos, s.tup_left, s.tup_q, s.tup_p)
 
     def _dur_ok(self, s: _State, d: Fraction) -> bool:
-        if not self._dur_open(s):
+        if not self._dur_open(s) or (s.sound_q != s.sound_p and not tuplet_safe(d)):
             return False
         length = self._grid_dur[d] * s.sound_q // s.sound_p
         return self._alive(s, s.pos - s.sound_len + length, s.tup_left, s.tup_q, s.tup_p)
