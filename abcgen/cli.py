@@ -237,26 +237,45 @@ def bench_train(
 @handled
 def evaluate(
     tunes: Optional[Path] = typer.Argument(None, help="A tune book to check (generated or real)."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="A run directory from abcgen train."),
-    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpus [the run's corpus]."),
-    split: str = typer.Option("test", "--split", help="train | valid | test."),
+    against: str = typer.Option("folk", "--against", "-a",
+                                help="Compare the tunes with this corpus's train split (name or path; "
+                                     "'none': no comparison)."),
+    report_dir: Optional[Path] = typer.Option(None, "-O", "--report-dir",
+                                              help="Write report.md, report.json and PNG plots here."),
+    timeout: float = typer.Option(20.0, "--timeout", help="Seconds allowed per tune (music21 parse etc.)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m",
+                                         help="A run directory or an exported .npz [the shipped model "
+                                              "when --corpus or --split is given]."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpus for the bits [the model's]."),
+    split: Optional[str] = typer.Option(None, "--split", help="train | valid | test [test]."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines",
                                    help="Also the 5-gram Kneser-Ney and xz baselines."),
     json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
 ):
-    """Tunes: parse and bar-length figures; a model: held-out bits per character beside baselines."""
+    """Tunes: validity, histograms, structure and novelty beside a corpus; a model: held-out bits."""
     from . import evaluate as ev
 
-    if tunes is None and model is None:
-        fail("give a tune book to check, or --model RUN_DIR (or both)")
+    use_model = model is not None or corpus is not None or split is not None
+    if tunes is None and not use_model:
+        fail("give a tune book to check, or --model RUN_DIR|MODEL.npz / --corpus C --split S (or both)")
+    if timeout <= 0:
+        fail("--timeout must be positive")
+    if report_dir is not None and tunes is None:
+        fail("-O REPORT_DIR needs a tune book")
     r = {}
     if tunes is not None:
-        r.update(ev.evaluate_tunes(tunes))
+        ref = None if against.lower() == "none" else against
+        r.update(ev.evaluate_tunes(tunes, jobs=jobs, timeout=timeout, against=ref, log=log))
         print(ev.format_tunes_report(r))
-    if model is not None:
-        m = ev.evaluate_model(model, corpus=corpus, split=split, baselines=baselines, log=log)
+    if use_model:
+        m = ev.evaluate_model(model, corpus=corpus, split=split or "test", baselines=baselines, log=log)
         print(ev.format_model_report(m))
         r.update(m)
+    if report_dir is not None:
+        from . import evalreport
+
+        log(f"wrote {evalreport.write_report(r, report_dir)}")
     if json_out:
         print_json_last(r)
 

@@ -73,3 +73,32 @@ def test_tune_book_validity(tmp_path):
     # X:1: 4 complete bars, "G A B|" is one beat short; X:2: pickup G| and the last bar G2|] that
     # completes it are not complete bars; A B c|, d3|, B2 G| are
     assert (r["complete_bars"], r["wrong_bars"]) == (7, 1)
+
+
+def test_npz_bits_equal_the_keras_bits(run_dir):
+    keras_r = ev.evaluate_model(run_dir, split="train", baselines=False)
+    np_r = ev.evaluate_model(run_dir / "model.npz", split="train", baselines=False)  # corpus from its meta
+    assert (keras_r["engine"], np_r["engine"]) == ("keras", "numpy")
+    assert np_r["corpus"] == keras_r["corpus"] == MINI
+    assert np_r["test_tokens"] == keras_r["test_tokens"] and np_r["test_chars"] == keras_r["test_chars"]
+    assert abs(np_r["bits_per_char"] - keras_r["bits_per_char"]) < 1e-4
+    assert abs(np_r["bits_per_token"] - keras_r["bits_per_token"]) < 1e-4
+
+
+def test_cli_uses_the_shipped_model(run_dir, monkeypatch, tmp_path):
+    import abcgen.sample as S
+    from abcgen.cli import app
+
+    monkeypatch.setattr(S, "DEFAULT_MODEL", tmp_path / "absent.npz")
+    res = CliRunner().invoke(app, ["evaluate", "--corpus", MINI, "--split", "train"])
+    assert res.exit_code == 2
+    err = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("abcgen: error: no default model ships"), res.output
+
+    monkeypatch.setattr(S, "DEFAULT_MODEL", run_dir / "model.npz")
+    res = CliRunner().invoke(app, ["evaluate", "--corpus", MINI, "--split", "train", "--no-baselines", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output.strip().splitlines()[-1])
+    assert d["engine"] == "numpy" and d["model"] == str(run_dir / "model.npz")
+    keras_r = ev.evaluate_model(run_dir, split="train", baselines=False)
+    assert abs(d["bits_per_char"] - keras_r["bits_per_char"]) < 1e-4

@@ -1,0 +1,307 @@
+"""What a tune book sounds like, in numbers: the figures ``abcgen evaluate`` compares.
+
+Every figure is read from the canonical model text of a tune (see
+:mod:`abcgen.abc.writer`), one token pass, no music21: a tune book under
+evaluation is rewritten canonically first (music21 parse + writer), and the
+reference corpus is already canonical, so both sides are measured by the same
+code.  In canonical ABC a note without an accidental has the key signature's
+pitch (accidentals never carry), so pitches are exact.
+
+Per tune:
+
+* ``meter``, ``key``: the header's ``M:`` and ``K:`` values (``6/8``, ``Gmaj``).
+* ``pitches``: MIDI numbers of the notes that start (a note tied to the same
+  pitch is not a new note; every note of a chord counts), all voices;
+  ``pitch_classes`` is the same mod 12 (0 = C).
+* ``low``, ``high``, ``span``: the lowest and highest of them and the span in
+  semitones.
+* ``intervals``: signed semitones from each melody note to the next, per voice
+  (a chord counts as its highest note; rests and bar lines are skipped).
+* ``bars``: the length of the first voice in bars of its meter, i.e. its total
+  duration over the bar length, rounded (a pickup and the short closing bar
+  make one bar together); under ``M:none`` the number of non-empty bars.
+* ``repeats``: end-of-repeat signs of the first voice (``:|``, ``::``, ``:|2``:
+  one per repeated section).
+* ``parts``: sections of the first voice, split at ``:|``, ``::``, ``||``,
+  ``|]``, ``[|`` and ``|:``; a section counts when it lasts at least one bar
+  (so a lone pickup is no part) and does not start with a second (or later)
+  ending, which continues the section before it.
+* ``bar_texts``: each non-empty bar as text, bar lines, spaces, line breaks and
+  field lines left out (the unit of the novelty figures, :mod:`abcgen.novelty`).
+
+Overlap of two histograms = 1 - total variation distance = the sum over all
+values of min(p, q), with p and q the two histograms scaled to sum to 1:
+1 means the same distribution, 0 no value in common.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from fractions import Fraction
+
+from .abc.grammar import (B_DOUBLE, B_END, B_END_ENDING, B_ENDING, B_ENDSTART, B_FINAL,
+                          B_LINE_ENDING, B_START, B_THICK, _bar, _duration, _fraction, _meter_value,
+                          _pitch, _tuplet)
+from .abc.tokens import split_tokens
+
+_BASE = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_ACC = {"": None, "^": 1, "^^": 2, "_": -1, "__": -2, "=": 0}
+_FIFTHS = {"F": -1, "C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5}
+_SHARP_ORDER = "FCGDAEB"
+_MODE_SHIFT = {"maj": 0, "ion": 0, "mix": -1, "dor": -2, "min": -3, "aeo": -3, "phr": -4,
+               "loc": -5, "lyd": 1}
+_SECTION_END = {B_END, B_ENDSTART, B_DOUBLE, B_FINAL, B_THICK, B_START}
+_REPEAT_END = {B_END, B_ENDSTART, B_END_ENDING}
+
+# The histograms compared with the reference corpus, in report order.
+HISTOGRAMS = ("meter", "key", "pitch_class", "pitch", "span", "interval", "bars", "repeats", "parts")
+
+
+def key_alterations(key: str) -> dict:
+    """Semitone alteration per letter of a K: value such as ``Gmaj``, ``Bbmin``, ``F#dor``.
+
+    Unknown or missing keys (``none``) alter nothing.
+    """
+    if not key or key[0] not in _FIFTHS:
+        return {}
+    i = 1
+    alter = 0
+    while i < len(key) and key[i] in "#b":
+        alter += 1 if key[i] == "#" else -1
+        i += 1
+    shift = _MODE_SHIFT.get(key[i:i + 3].lower())
+    if shift is None:
+        return {}
+    sharps = _FIFTHS[key[0]] + 7 * alter + shift
+    out = {}
+    for k, letter in enumerate(_SHARP_ORDER):
+        if sharps > 0:    # the k-th sharp, again every 7 (double sharps)
+            n = (sharps - k + 6) // 7
+        else:             # flats come in the reverse order: B E A D G C F
+            n = -((-sharps - (6 - k) + 6) // 7)
+        if n:
+            out[letter] = n
+    return out
+
+
+def midi_of(tok: str, key_alter: dict) -> int | None:
+    p = _pitch(tok)
+    if p is None:
+        return None
+    (letter, octave), acc = p
+    a = _ACC.get(acc)
+    if a is None:
+        a = key_alter.get(letter, 0)
+    return 12 * (octave + 1) + _BASE[letter] + a
+
+
+def tune_stats(text: str) -> dict:
+    """The figures of one tune from its canonical model text (see the module doc).
+
+    Raises TokenizeError (an InputError) when the text is not canonical ABC.
+    """
+    toks = split_tokens(text, "token")
+    meter_label = key_label = None
+    meter = None          # bar length in whole notes, None for M:none
+    unit = Fraction(1, 8)
+    key_alter: dict = {}
+    in_body = False
+    voice = 0
+    pitches: list[int] = []
+    intervals: list[int] = []
+    bar_texts: list[str] = []
+    prev_melody = None
+    last_sound: list = []          # the pitches of the last note or chord (none after a rest)
+    tie_from: list = []            # the pitches a tie carries into the next sound
+    chord: list | None = None
+    last_len = Fraction(0)        # the last sound's length, in whole notes, before its duration token
+    last_scale = Fraction(1)
+    tup_left, tup_scale = 0, Fraction(1)
+    bar_buf: list[str] = []
+    bar_sound = False
+    # first-voice structure
+    total = Fraction(0)            # in bars
+    measures = 0
+    repeats = 0
+    parts = 0
+    sec_len = Fraction(0)
+    sec_sound = False
+    sec_cont = False
+
+    def sound(length_units: Fraction):
+        nonlocal last_len, last_scale, tup_left, total, sec_len, bar_sound, sec_sound
+        last_scale = tup_scale if tup_left else Fraction(1)
+        tup_left = max(tup_left - 1, 0)
+        last_len = unit * last_scale
+        bar_sound = True
+        if voice == 0:
+            sec_sound = True
+            if meter:
+                total += last_len / meter
+                sec_len += last_len / meter
+
+    def onset(midis: list[int]):
+        """Count the notes that start now; the melody moves to the highest."""
+        nonlocal prev_melody, tie_from, last_sound
+        pitches.extend(m for m in midis if m not in tie_from)
+        top = max(midis)
+        if top not in tie_from and prev_melody is not None:
+            intervals.append(top - prev_melody)
+        prev_melody, tie_from, last_sound = top, [], midis
+
+    def end_bar():
+        nonlocal bar_buf, bar_sound, measures
+        if bar_sound:
+            bar_texts.append("".join(bar_buf))
+            if voice == 0:
+                measures += 1
+        bar_buf, bar_sound = [], False
+
+    def end_section():
+        nonlocal parts, sec_len, sec_sound, sec_cont
+        if sec_sound and not sec_cont and (sec_len >= 1 if meter else True):
+            parts += 1
+        sec_len, sec_sound, sec_cont = Fraction(0), False, False
+
+    for tok in toks:
+        if chord is None and len(tok) > 1 and tok[1] == ":" and tok[0] in "MLKV":
+            val = tok[2:]
+            if tok[0] == "M":
+                m = _meter_value(val)
+                meter = None if m in (None, "bad") else m
+                meter_label = meter_label or val
+            elif tok[0] == "L":
+                unit = _fraction(val) or unit
+            elif tok[0] == "K":
+                key_alter = key_alterations(val)
+                key_label = key_label or val
+                in_body = True
+            elif in_body and (bar_sound or pitches or measures):
+                end_bar()
+                if voice == 0:
+                    end_section()
+                voice += 1
+                prev_melody, tie_from, last_sound = None, [], []
+            continue
+        if not in_body or tok in (" ", "\n"):
+            continue
+        if chord is not None:
+            if tok == "]":
+                onset(chord)
+                chord = None
+                sound(Fraction(1))
+                bar_buf.append(tok)
+            else:
+                m = midi_of(tok, key_alter)
+                if m is not None:
+                    chord.append(m)
+                    bar_buf.append(tok)
+            continue
+        b = _bar(tok)
+        if b is not None and b != "bad":
+            kind = b[0]
+            end_bar()
+            if voice == 0:
+                if kind in _REPEAT_END:
+                    repeats += 1
+                if kind in _SECTION_END:
+                    end_section()
+                elif kind in (B_ENDING, B_LINE_ENDING) and b[1] >= 2 and not sec_sound:
+                    sec_cont = True
+            continue
+        bar_buf.append(tok)
+        if tok == "[":
+            chord = []
+            continue
+        if tok == "z":
+            sound(Fraction(1))
+            tie_from, last_sound = [], []
+            continue
+        if tok == "-":
+            tie_from = list(last_sound)
+            continue
+        m = midi_of(tok, key_alter)
+        if m is not None:
+            onset([m])
+            sound(Fraction(1))
+            continue
+        d = _duration(tok)
+        if d is not None:
+            if voice == 0 and meter:
+                extra = last_len * (d - 1) / meter
+                total += extra
+                sec_len += extra
+            continue
+        t = _tuplet(tok) if tok.startswith("(") else None
+        if t is not None:
+            tup_left, tup_scale = t[2], Fraction(t[1], t[0])
+    end_bar()
+    end_section()
+    bars = int(total + Fraction(1, 2)) if meter else measures
+    return {
+        "meter": meter_label or "none", "key": key_label or "none",
+        "pitches": pitches, "intervals": intervals,
+        "low": min(pitches) if pitches else None, "high": max(pitches) if pitches else None,
+        "span": max(pitches) - min(pitches) if pitches else None,
+        "bars": bars, "repeats": repeats, "parts": parts, "bar_texts": bar_texts,
+    }
+
+
+# --------------------------------------------------------------------------
+# Histograms of a tune book
+
+
+def histograms(stats: list[dict]) -> dict:
+    """Counters of every figure over a list of tune_stats results (keys: HISTOGRAMS)."""
+    h = {name: Counter() for name in HISTOGRAMS}
+    for s in stats:
+        h["meter"][s["meter"]] += 1
+        h["key"][s["key"]] += 1
+        h["pitch"].update(s["pitches"])
+        h["pitch_class"].update(p % 12 for p in s["pitches"])
+        h["interval"].update(s["intervals"])
+        if s["span"] is not None:
+            h["span"][s["span"]] += 1
+        h["bars"][s["bars"]] += 1
+        h["repeats"][s["repeats"]] += 1
+        h["parts"][s["parts"]] += 1
+    return h
+
+
+def overlap(p: dict, q: dict) -> float | None:
+    """1 - total variation distance of two histograms (value -> count); None if one is empty."""
+    sp, sq = sum(p.values()), sum(q.values())
+    if not sp or not sq:
+        return None
+    return sum(min(p[k] / sp, q.get(k, 0) / sq) for k in p if k in q)
+
+
+def mean(h: dict) -> float | None:
+    n = sum(h.values())
+    return sum(k * v for k, v in h.items()) / n if n else None
+
+
+def summary(h: dict) -> dict:
+    """Scalar figures of a tune book's histograms (means; None when there is nothing to average)."""
+    def r(x):
+        return None if x is None else round(x, 4)
+
+    return {
+        "mean_bars": r(mean(h["bars"])), "mean_repeats": r(mean(h["repeats"])),
+        "mean_parts": r(mean(h["parts"])), "mean_span": r(mean(h["span"])),
+        "mean_abs_interval": r(mean(_abs(h["interval"]))),
+        "notes": sum(h["pitch"].values()),
+    }
+
+
+def _abs(h: dict) -> Counter:
+    out = Counter()
+    for k, v in h.items():
+        out[abs(k)] += v
+    return out
+
+
+def jsonable(h: dict) -> dict:
+    """A histogram with string keys, sorted by value (numbers numerically)."""
+    keys = sorted(h, key=lambda k: (isinstance(k, str), k))
+    return {str(k): h[k] for k in keys}
