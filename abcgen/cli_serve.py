@@ -1,0 +1,48 @@
+"""The ``abcgen serve`` command: the web studio (see abcgen/serve.py).
+
+A module of its own, registered on the shared app by cli.py's last lines;
+FastAPI and uvicorn are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .cli import app, fail, handled, log
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+@handled
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to listen on; anything but 127.0.0.1 lets other machines in."),
+    port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory or .npz [the shipped model]."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds one request may take before it is stopped."),
+    workers: int = typer.Option(2, "--workers", help="Threads that sample and render."),
+):
+    """A local web studio: generate tunes, read the sheet music, hear them, download them."""
+    import os
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if not 0 < port < 65536:
+        fail("--port must be between 1 and 65535")
+    if timeout <= 0:
+        fail("--timeout must be positive")
+    if workers < 1:
+        fail("--workers must be at least 1")
+    import uvicorn
+
+    from .serve import create_app
+
+    web = create_app(model, timeout=timeout, workers=workers)
+    if host not in _LOOPBACK:
+        log(f"abcgen: warning: listening on {host}: other machines can reach the studio")
+    shown = f"[{host}]" if ":" in host else host
+    log(f"abcgen studio: http://{shown}:{port}/  (model {web.state.studio.model.name}; Ctrl-C stops)")
+    uvicorn.run(web, host=host, port=port, log_level="warning")
