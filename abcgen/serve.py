@@ -22,8 +22,8 @@ Keeping the server responsive:
   the ABC size, finishes in the background and is dropped);
 * each pool thread has its own copy of the model, because the NumPy LSTM
   keeps scratch buffers that two threads must not share; music21 parsing and
-  verovio engraving run one at a time (``_ENGRAVING``), as verovio is not
-  safe to run in two threads at once (seen here: concurrent engravings fail).
+  verovio engraving run one at a time (``_ENGRAVING``), as neither says it is
+  safe to run in two threads at once.
 
 Errors are JSON ``{"error": "one line", "line": N|null, "tune": X|null}``:
 400 for bad input (ABC music21 cannot read, a header the model does not
