@@ -15,13 +15,26 @@ from .cli import app, fail, handled, log
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def _check_free(host: str, port: int) -> None:
+    """Fail with one line now if the address cannot be listened on (uvicorn would print a log line and exit 3)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}", 1)
+
+
 @app.command()
 @handled
 def serve(
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Address to listen on; anything but 127.0.0.1 lets other machines in."),
     port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory or .npz [the shipped model]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory or .npz (default: the shipped model)."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds one request may take before it is stopped."),
     workers: int = typer.Option(2, "--workers", help="Threads that sample and render."),
 ):
@@ -40,6 +53,7 @@ def serve(
 
     from .serve import create_app
 
+    _check_free(host, port)
     web = create_app(model, timeout=timeout, workers=workers)
     if host not in _LOOPBACK:
         log(f"abcgen: warning: listening on {host}: other machines can reach the studio")

@@ -288,6 +288,13 @@ def test_serve_refuses_bad_options():
     assert r.stderr.strip() == "abcgen: error: /nonexistent/run: no such model file or run directory"
     r = run("--port", "0", "--model", "/nonexistent/run")
     assert r.returncode == 2 and r.stderr.strip() == "abcgen: error: --port must be between 1 and 65535"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run("--port", str(port), "--model", "/nonexistent/run")
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"abcgen: error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
 # --------------------------------------------------------------------------- a real server
