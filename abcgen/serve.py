@@ -90,9 +90,9 @@ def _fails(tune) -> bool:
 def locate_error(text: str, tune) -> int:
     """The line of ``text`` at which music21 starts rejecting ``tune``.
 
-    Bisects on the number of the tune's lines kept: the tune cut after its
-    first line (``X:``) never fails, the whole tune does, so there is a first
-    cut that fails, and its last line is where the trouble is.
+    Bisects on the number of the tune's lines kept: nothing before the tune
+    fails, the whole tune does, so there is a cut that fails where one line
+    less does not, and its last line is where the trouble is.
     """
     from .abc.reader import split_book
 
@@ -103,15 +103,17 @@ def locate_error(text: str, tune) -> int:
     if nxt:
         end = min(nxt) - 1
 
-    def cut(k: int):
-        return split_book("\n".join(lines[:k]), file=tune.file)[-1]
+    def fails(k: int) -> bool:        # the tune cut after line k fails
+        cut = split_book("\n".join(lines[:k]), file=tune.file)
+        return bool(cut) and _fails(cut[-1])
 
-    lo, hi = start, end               # cut(lo) passes, cut(hi) fails
-    if not _fails(cut(hi)):
+    # Before the tune's first line nothing fails (a text without X: starts at line 1).
+    lo, hi = start - 1, end
+    if not fails(hi):
         return start
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _fails(cut(mid)):
+        if fails(mid):
             hi = mid
         else:
             lo = mid

@@ -215,6 +215,9 @@ def test_invalid_abc_names_the_line(client):
     assert r.json()["line"] == 8 + JIG.count("\n") + 1
     r = client.post("/api/notes", json={"abc": "X:1\nM:4/4\nL:1/0\nK:C\nCDEF|\n"})
     assert r.status_code == 400 and r.json()["line"] == 3
+    # A text without X: is one tune from line 1, which may be the bad one.
+    r = client.post("/api/render", json={"abc": "L:1/0\nK:C\nCDEF|\n"})
+    assert r.status_code == 400 and r.json()["line"] == 1
     r = client.post("/api/render", json={"abc": "X:1\nT:silence\nK:C\n|\n"})
     assert r.status_code == 400 and r.json()["error"] == "line 1 tune X:1: the tune has no notes"
     r = client.post("/api/render", json={"abc": "  \n"})
