@@ -307,26 +307,16 @@ def sample(
         os.environ.setdefault(var, "1")
     from . import sample as S
 
-    if count < 1 or count > 10000:
-        fail("-n must be between 1 and 10000")
-    if temperature <= 0:
-        fail("--temperature must be positive")
-    if not 0 < top_p <= 1:
-        fail("--top-p must be in (0, 1]")
-    if key is not None and (meter is None or unit is None):
-        fail("--key needs --meter and --unit (the header is M:, L:, K: in that order)")
-    if unit is not None and meter is None:
-        fail("--unit needs --meter (the header is M:, L:, K: in that order)")
     opts = S.SampleOptions(count=count, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                            meter=meter, key=key, unit=unit, prime=prime, max_tokens=max_tokens,
                            constraints=constraints)
+    S.check_options(opts)
     if render is not None:
         from .render import format_of
 
         format_of(render)  # an unknown extension fails before any sampling
     m = S.Model(S.resolve_model(model))
-    texts = S.sample(m, opts)
-    book = S.tune_book(m, texts, opts)
+    book = S.generate(m, opts)
     sys.stdout.write(book)
     sys.stdout.flush()
     if render is not None:
@@ -362,3 +352,4 @@ def bench_sample(
 
 # Commands defined in their own modules register on `app` when imported.
 from . import cli_render  # noqa: E402,F401
+from . import cli_serve  # noqa: E402,F401

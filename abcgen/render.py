@@ -179,6 +179,9 @@ def svg_pages(score, *, fit_height: bool = True, where: Tune | None = None) -> l
 
     verovio.enableLog(verovio.LOG_OFF)   # its warnings would break the one-line CLI contract
     tk = verovio.toolkit()
+    # verovio keeps its default resource (font) path per thread, set on import: in
+    # any other thread (abcgen serve's workers) a toolkit must be told where they are.
+    tk.setResourcePath(str(Path(verovio.__file__).parent / "data"))
     tk.setOptions({
         "pageWidth": _PAGE_WIDTH,
         "pageHeight": _PAGE_HEIGHT,

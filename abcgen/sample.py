@@ -13,12 +13,13 @@ model and options give the same tune book byte for byte.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import AbcgenError, InputError
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
 
@@ -36,6 +37,33 @@ class SampleOptions:
     prime: str = ""
     max_tokens: int = 1000
     constraints: bool = True
+
+
+def check_options(opts: SampleOptions) -> None:
+    """Refuse option values no sampling can use (InputError naming the option).
+
+    ``abcgen sample`` and ``abcgen serve`` both call this, so both refuse the same values.
+    """
+    if opts.count < 1 or opts.count > 10000:
+        raise InputError("-n must be between 1 and 10000")
+    if not opts.temperature > 0:
+        raise InputError("--temperature must be positive")
+    if not 0 < opts.top_p <= 1:
+        raise InputError("--top-p must be in (0, 1]")
+    if opts.top_k < 0:
+        raise InputError("--top-k must be 0 (all) or positive")
+    if opts.max_tokens < 1:
+        raise InputError("--max-tokens must be positive")
+    if opts.key is not None and (opts.meter is None or opts.unit is None):
+        raise InputError("--key needs --meter and --unit (the header is M:, L:, K: in that order)")
+    if opts.unit is not None and opts.meter is None:
+        raise InputError("--unit needs --meter (the header is M:, L:, K: in that order)")
+
+
+def generate(model: "Model", opts: SampleOptions, deadline: float | None = None) -> str:
+    """The tune book of ``abcgen sample``: checked options, sampled tunes, X: and T: lines."""
+    check_options(opts)
+    return tune_book(model, sample(model, opts, deadline=deadline), opts)
 
 
 def resolve_model(path: str | None) -> Path:
@@ -130,8 +158,16 @@ def _header_tokens(model: Model, opts: SampleOptions) -> list[str]:
     return wanted
 
 
-def sample(model: Model, opts: SampleOptions) -> list[str]:
-    """The model texts of opts.count tunes (header from M: on, body, no X:/T:)."""
+class SamplingTimeout(AbcgenError):
+    """Sampling passed its deadline (``abcgen serve`` bounds each request)."""
+
+
+def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> list[str]:
+    """The model texts of opts.count tunes (header from M: on, body, no X:/T:).
+
+    ``deadline`` (a ``time.monotonic()`` value) stops a sampling that runs past
+    it with SamplingTimeout; it is checked between steps.
+    """
     vocab = model.vocab
     n = opts.count
     rng = np.random.default_rng(opts.seed)
@@ -161,6 +197,8 @@ def sample(model: Model, opts: SampleOptions) -> list[str]:
     budget = max(opts.max_tokens - len(head_ids), 1)
     steps = 0
     while len(active):
+        if deadline is not None and time.monotonic() > deadline:
+            raise SamplingTimeout(f"sampling stopped after {steps} steps: it ran past its time limit")
         lg = logits.astype(np.float64)
         if cons is not None:
             closing = steps >= budget

@@ -1,0 +1,62 @@
+"""The ``abcgen serve`` command: the web studio (see abcgen/serve.py).
+
+A module of its own, registered on the shared app by cli.py's last lines;
+FastAPI and uvicorn are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .cli import app, fail, handled, log
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail with one line now if the address cannot be listened on (uvicorn would print a log line and exit 3)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}", 1)
+
+
+@app.command()
+@handled
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to listen on; anything but 127.0.0.1 lets other machines in."),
+    port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory or .npz (default: the shipped model)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds one request may take before it is stopped."),
+    workers: int = typer.Option(2, "--workers", help="Threads that sample and render."),
+):
+    """A local web studio: generate tunes, read the sheet music, hear them, download them."""
+    import os
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if not 0 < port < 65536:
+        fail("--port must be between 1 and 65535")
+    if timeout <= 0:
+        fail("--timeout must be positive")
+    if workers < 1:
+        fail("--workers must be at least 1")
+    import uvicorn
+
+    from .serve import create_app
+
+    _check_free(host, port)
+    web = create_app(model, timeout=timeout, workers=workers)
+    if host not in _LOOPBACK:
+        log(f"abcgen: warning: listening on {host}: other machines can reach the studio")
+    shown = f"[{host}]" if ":" in host else host
+    log(f"abcgen studio: http://{shown}:{port}/  (model {web.state.studio.model.name}; Ctrl-C stops)")
+    uvicorn.run(web, host=host, port=port, log_level="warning")
