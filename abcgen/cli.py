@@ -331,6 +331,29 @@ def sample(
                 log(f"wrote {path}")
 
 
+@app.command()
+@handled
+def export(
+    model: str = typer.Argument(..., help="A run directory from abcgen train, or a model .npz."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .npz to write."),
+    dtype: str = typer.Option("float16", "--dtype", help="float16 (half the size) or float32."),
+    card: Optional[str] = typer.Option(None, "--note",
+                                       help="A line of provenance stored in the model's metadata."),
+):
+    """Write a run's sampling model as one compact .npz (what `abcgen sample --model` loads)."""
+    from . import sample as S
+    from .step import load_npz, save_npz
+
+    if dtype not in ("float16", "float32"):
+        fail(f"--dtype must be float16 or float32, not {dtype!r}")
+    src = S.resolve_model(model)
+    weights, meta = load_npz(src)
+    if card:
+        meta["note"] = card
+    save_npz(output, weights, meta, dtype=dtype)
+    log(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {dtype}) from {src}")
+
+
 @bench_app.command("sample")
 @handled
 def bench_sample(

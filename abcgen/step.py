@@ -443,3 +443,26 @@ if __name__ == "__main__":
     for b, rate in _benchmark().items():
         print(f"NumpyLSTM.step 1x512 (vocab 140, embed 128), batch {b:>2}: "
               f"{rate:,.0f} tokens/s")
+
+
+def save_npz(path: str | os.PathLike, weights: dict[str, np.ndarray], meta: dict,
+             dtype: str = "float16") -> Path:
+    """Write weights and JSON meta as one compressed ``.npz``, atomically (NumPy only).
+
+    The counterpart of :func:`load_npz`; ``abcgen export`` uses it to make the
+    compact float16 copy of a run's model that ships with the package.
+    """
+    import io
+
+    from .fileio import atomic_write_bytes
+
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+    arrays = {name: np.asarray(a).astype(dtype) for name, a in weights.items()}
+    meta = dict(meta, dtype=dtype)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta, sort_keys=True, ensure_ascii=False)
+                                       .encode("utf-8"), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)

@@ -153,3 +153,31 @@ def test_sample_render_writes_sheet_music(random_model, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "abcgen", "sample", "--model", str(random_model),
                           "--render", str(tmp_path / "t.foo")], capture_output=True, text=True)
     assert bad.returncode == 2 and ".svg" in bad.stderr and bad.stdout == ""
+
+
+def test_export_float16_is_compact_and_samples_like_float32(random_model, tmp_path):
+    """abcgen export: half the bytes, weights within float16 rounding, the same metadata,
+    and the next-token distributions of the two files agree closely."""
+    from typer.testing import CliRunner
+
+    from abcgen.cli import app
+    from abcgen.step import load_npz
+
+    out = tmp_path / "small.npz"
+    r = CliRunner().invoke(app, ["export", str(random_model), "-o", str(out), "--note", "test export"])
+    assert r.exit_code == 0, r.output
+    w32, m32 = load_npz(random_model)
+    w16, m16 = load_npz(out)
+    assert m16["dtype"] == "float16" and m16["note"] == "test export"
+    assert m16["vocab"] == m32["vocab"] and set(w16) == set(w32)
+    for k in w32:
+        np.testing.assert_allclose(w16[k], w32[k], rtol=1e-3, atol=1e-4)
+    assert out.stat().st_size < 0.6 * random_model.stat().st_size
+    a, b = S.Model(random_model), S.Model(out)
+    ids = np.asarray([a.vocab.bos_id] + a.vocab.encode("M:6/8\nL:1/8\nK:Dmaj\nA2B c2d|")[1:-1])
+    la, _ = a.net.run(ids)
+    lb, _ = b.net.run(ids)
+    pa, pb = np.exp(la - la.max()), np.exp(lb - lb.max())
+    assert np.abs(pa / pa.sum() - pb / pb.sum()).max() < 1e-3
+    bad = CliRunner().invoke(app, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.npz")])
+    assert bad.exit_code == 2 and "nope" in bad.output and not (tmp_path / "x.npz").exists()
