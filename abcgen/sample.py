@@ -22,6 +22,8 @@ import numpy as np
 from .errors import AbcgenError, InputError
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
+# From this many tunes on, the LSTM step runs in a thread beside the state machines.
+OVERLAP_MIN_BATCH = 4
 
 
 @dataclass
@@ -195,36 +197,60 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
     out = [list(head_ids) for _ in range(n)]
     active = np.arange(n)
     budget = max(opts.max_tokens - len(head_ids), 1)
+
+    def masks(active, steps):
+        if cons is None:
+            return None
+        closing = steps >= budget
+        return np.stack([cons[i].mask_view(closing) for i in active])
+
+    # With a batch, the LSTM step of the next tokens runs in a second thread (NumPy's
+    # matrix products release the GIL) while this one advances the ABC state machines
+    # and builds their masks: on two cores the step and the mask cost the longer of
+    # the two, not their sum.  Nothing random happens in the thread, so the output
+    # is the same byte for byte either way.
+    pool = None
+    if cons is not None and n >= OVERLAP_MIN_BATCH:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="abcgen-step")
+    mask = masks(active, 0)
     steps = 0
-    while len(active):
-        if deadline is not None and time.monotonic() > deadline:
-            raise SamplingTimeout(f"sampling stopped after {steps} steps: it ran past its time limit")
-        lg = logits.astype(np.float64)
-        if cons is not None:
-            closing = steps >= budget
-            mask = np.stack([cons[i].closing_allowed() if closing else cons[i].allowed() for i in active])
-            lg = np.where(mask, lg, -np.inf)
-        elif steps >= budget:
-            lg = np.full_like(lg, -np.inf)
-            lg[:, eos] = 0.0
-        p = _filter_logits(lg, opts.temperature, opts.top_k, opts.top_p)
-        tok = _draw(p, rng.random(len(active)))
-        keep = []
-        for j, i in enumerate(active):
-            t = int(tok[j])
+    try:
+        while len(active):
+            if deadline is not None and time.monotonic() > deadline:
+                raise SamplingTimeout(f"sampling stopped after {steps} steps: it ran past its time limit")
+            lg = logits.astype(np.float64)
+            if mask is not None:
+                lg = np.where(mask, lg, -np.inf)
+            elif steps >= budget:
+                lg = np.full_like(lg, -np.inf)
+                lg[:, eos] = 0.0
+            p = _filter_logits(lg, opts.temperature, opts.top_k, opts.top_p)
+            tok = _draw(p, rng.random(len(active)))
+            keep = []
+            for j, i in enumerate(active):
+                t = int(tok[j])
+                if t == eos:
+                    continue
+                out[i].append(t)
+                keep.append(j)
+            steps += 1
+            if not keep:
+                break
+            keep = np.asarray(keep)
+            before, active = active, active[keep]
+            state = [(h[keep], c[keep]) for h, c in state]
+            nxt = tok[keep]
+            fut = pool.submit(model.net.step, nxt, state) if pool is not None else None
             if cons is not None:
-                cons[i].advance(t)
-            if t == eos:
-                continue
-            out[i].append(t)
-            keep.append(j)
-        steps += 1
-        if not keep:
-            break
-        keep = np.asarray(keep)
-        active = active[keep]
-        state = [(h[keep], c[keep]) for h, c in state]
-        logits, state = model.net.step(tok[keep], state)
+                for j in keep:
+                    cons[before[j]].advance(int(tok[j]))
+                mask = masks(active, steps)
+            logits, state = fut.result() if fut is not None else model.net.step(nxt, state)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     return [vocab.decode(ids) for ids in out]
 
 

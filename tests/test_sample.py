@@ -181,3 +181,12 @@ def test_export_float16_is_compact_and_samples_like_float32(random_model, tmp_pa
     assert np.abs(pa / pa.sum() - pb / pb.sum()).max() < 1e-3
     bad = CliRunner().invoke(app, ["export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.npz")])
     assert bad.exit_code == 2 and "nope" in bad.output and not (tmp_path / "x.npz").exists()
+
+
+def test_step_thread_changes_nothing(random_model, monkeypatch):
+    """The LSTM step beside the state machines (a batch) gives the same bytes as in turn."""
+    m = S.Model(random_model)
+    opts = S.SampleOptions(count=6, seed=5, max_tokens=150)
+    threaded = S.sample(m, opts)
+    monkeypatch.setattr(S, "OVERLAP_MIN_BATCH", 10**6)
+    assert S.sample(m, opts) == threaded

@@ -895,6 +895,14 @@ class AbcConstraint:
         """Boolean mask over the vocabulary: the tokens that may come next."""
         return self._mask(self._s).copy()
 
+    def mask_view(self, closing: bool = False) -> np.ndarray:
+        """allowed() (or closing_allowed()) as the shared read-only array, without
+        the copy: for the sampler, which only reads it."""
+        if not closing:
+            return self._mask(self._s)
+        self.closing_allowed()
+        return self._closing[self._key(self._s)]
+
     def permits(self, token_id: int) -> bool:
         """allowed()[token_id], without building the mask when it is not memoized
         yet (checking a prime)."""
