@@ -101,22 +101,13 @@ def _split_tunes(prep, corpus: str, split: str, vocab) -> tuple[list, list]:
 def numpy_tune_bits(net, tunes: list, batch_size: int = 64) -> tuple[float, int]:
     """As train.tune_bits, with the NumPy step: total bits of every tune from its <s>
     (the </s> prediction included) and the number of predicted tokens."""
-    from .step import log_softmax
+    from .step import log_softmax, padded_batches
 
-    order = sorted(range(len(tunes)), key=lambda i: len(tunes[i]))
     total, count = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        batch = [tunes[i] for i in order[start:start + batch_size]]
-        n = max(len(t) for t in batch) - 1
-        x = np.zeros((len(batch), n), np.int64)
-        y = np.zeros((len(batch), n), np.int64)
-        mask = np.zeros((len(batch), n), bool)
-        for r, t in enumerate(batch):
-            x[r, :len(t) - 1] = t[:-1]
-            y[r, :len(t) - 1] = t[1:]
-            mask[r, :len(t) - 1] = True
-        rows = np.arange(len(batch))
-        state = net.initial_state(len(batch))
+    for x, y, mask in padded_batches(tunes, batch_size):
+        n = x.shape[1]
+        rows = np.arange(len(x))
+        state = net.initial_state(len(x))
         for t in range(n):
             logits, state = net.step(x[:, t], state)
             lp = log_softmax(logits)[rows, y[:, t]].astype(np.float64)

@@ -466,3 +466,22 @@ def save_npz(path: str | os.PathLike, weights: dict[str, np.ndarray], meta: dict
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def padded_batches(tunes: list, batch_size: int):
+    """Tunes of token ids, shortest first, as (x, y, mask) batches for teacher
+    forcing: x the inputs, y the next tokens, mask True where y is a real token.
+    Shared by the Keras and the NumPy held-out evaluations, so both score the
+    same predictions."""
+    order = sorted(range(len(tunes)), key=lambda i: len(tunes[i]))
+    for start in range(0, len(order), batch_size):
+        batch = [tunes[i] for i in order[start:start + batch_size]]
+        n = max(len(t) for t in batch) - 1
+        x = np.zeros((len(batch), n), np.int64)
+        y = np.zeros((len(batch), n), np.int64)
+        mask = np.zeros((len(batch), n), bool)
+        for r, t in enumerate(batch):
+            x[r, :len(t) - 1] = t[:-1]
+            y[r, :len(t) - 1] = t[1:]
+            mask[r, :len(t) - 1] = True
+        yield x, y, mask

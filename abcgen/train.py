@@ -209,21 +209,13 @@ def tune_bits(model, tunes: list, batch_size: int = 32) -> tuple[float, int]:
     """Total bits of every tune from its <s> (full context), and the number of predicted tokens."""
     import tensorflow as tf
 
-    order = sorted(range(len(tunes)), key=lambda i: len(tunes[i]))
+    from .step import padded_batches
+
     total, count = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        batch = [tunes[i] for i in order[start:start + batch_size]]
-        n = max(len(t) for t in batch) - 1
-        x = np.zeros((len(batch), n), np.int32)
-        y = np.zeros((len(batch), n), np.int32)
-        mask = np.zeros((len(batch), n), np.float32)
-        for r, t in enumerate(batch):
-            x[r, :len(t) - 1] = t[:-1]
-            y[r, :len(t) - 1] = t[1:]
-            mask[r, :len(t) - 1] = 1
+    for x, y, mask in padded_batches(tunes, batch_size):
         logits = model(x, training=False)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits).numpy()
-        total += float((nll * mask).sum()) / LN2
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y.astype(np.int32), logits=logits).numpy()
+        total += float(nll[mask].sum()) / LN2
         count += int(mask.sum())
     return total, count
 

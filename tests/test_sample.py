@@ -14,29 +14,6 @@ from abcgen.corpus import prepare
 from abcgen.errors import InputError
 
 MINI = str(Path(__file__).parent / "data" / "minicorpus")
-RYAN = sorted((Path(__import__("music21").__file__).parent / "corpus" / "ryansMammoth").glob("*.abc"))[:60]
-
-
-@pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
-    """A randomly initialised 1x32 model over the vocabulary of 60 real tunes."""
-    import keras
-
-    from abcgen.abc.reader import read_book
-    from abcgen.abc.tokens import Vocabulary
-    from abcgen.abc.writer import model_text, write_abc
-    from abcgen.model import build_text_model, export_npz
-
-    texts = []
-    for f in RYAN:
-        for t in read_book(f):
-            texts.append(model_text(write_abc(parse_abc(t.text))))
-    vocab = Vocabulary.build(texts, "token")
-    keras.utils.set_random_seed(0)
-    m = build_text_model(len(vocab), hidden=32, embed_dim=16)
-    path = tmp_path_factory.mktemp("rnd") / "random.npz"
-    export_npz(m, path, {"vocab": vocab.to_dict()}, dtype="float32")
-    return path
 
 
 @pytest.fixture(scope="module")

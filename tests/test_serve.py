@@ -27,30 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "render"
 JIG = (DATA / "jig.abc").read_text()
 BOOK = (DATA / "book.abc").read_text()
-RYAN = sorted((Path(__import__("music21").__file__).parent / "corpus" / "ryansMammoth").glob("*.abc"))[:60]
 CHROMIUM = "/usr/bin/chromium"
 SVG_NS = "{http://www.w3.org/2000/svg}"
 # Header prompts and a low temperature keep the random model's tunes engravable by verovio.
 TUNE = {"meter": "6/8", "unit": "1/8", "key": "Gmaj", "temperature": 0.5, "max_tokens": 100}
-
-
-@pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
-    """A randomly initialised 1x32 model over the vocabulary of 60 real tunes (as in test_sample)."""
-    import keras
-
-    from abcgen.abc.reader import parse_abc, read_book
-    from abcgen.abc.tokens import Vocabulary
-    from abcgen.abc.writer import model_text, write_abc
-    from abcgen.model import build_text_model, export_npz
-
-    texts = [model_text(write_abc(parse_abc(t.text))) for f in RYAN for t in read_book(f)]
-    vocab = Vocabulary.build(texts, "token")
-    keras.utils.set_random_seed(0)
-    m = build_text_model(len(vocab), hidden=32, embed_dim=16)
-    path = tmp_path_factory.mktemp("rnd") / "random.npz"
-    export_npz(m, path, {"vocab": vocab.to_dict()}, dtype="float32")
-    return path
 
 
 @pytest.fixture(scope="module")
