@@ -267,32 +267,41 @@ def _unshare(score) -> None:
                 seen.add(id(el))
 
 
-def score_to_midi(score, *, title: str | None = None, expand_repeats: bool = True) -> bytes:
+def score_to_midi(score, *, title: str | None = None, expand_repeats: bool = True, log=None) -> bytes:
     """A Score as the bytes of a Standard MIDI File, through music21's MIDI writer.
 
     Format 1: a conductor track (tempo from ``Q:``, 120 bpm when there is
     none; time and key signatures; the title as the sequence name), then one
     track per part (voice, ``V:``), named after the part when it has a name,
     each on its own channel (drum channel 10 left out).  ``expand_repeats``:
-    repeats and first/second endings are played out (music21 always expands
-    them; without it repeat bar lines and ending brackets are removed first,
-    so every note is played once, as written).
+    repeats and first/second endings are played out as ``render.played``
+    does (where music21's expander rejects the marks, the tune is played as
+    written, with a warning to ``log``); without it every note is played
+    once, as written.  The score itself is not changed.
     """
     import copy
 
-    from music21 import bar, spanner
-    from music21.midi import ChannelVoiceMessages, MetaEvents, MidiEvent, DeltaTime, translate
+    from music21 import bar, repeat, spanner
+    from music21.midi import ChannelVoiceMessages, DeltaTime, MetaEvents, MidiEvent, translate
 
-    if not expand_repeats:
+    from .render import played
+
+    if title is None and score.metadata is not None:
+        title = score.metadata.title
+    if expand_repeats:
+        expanded = played(score, log)
+        score = expanded if expanded is not score else copy.deepcopy(score)
+    else:
         score = copy.deepcopy(score)
-        for s in [score, *score.recurse(streamsOnly=True)]:
-            for br in list(s.getElementsByClass(spanner.RepeatBracket)):
-                s.remove(br)
-            if hasattr(s, "leftBarline"):
-                if isinstance(s.leftBarline, bar.Repeat):
-                    s.leftBarline = None
-                if isinstance(s.rightBarline, bar.Repeat):
-                    s.rightBarline = bar.Barline("regular")
+    # No repeat marks are left for music21's writer, which would expand them again.
+    for s in [score, *score.recurse(streamsOnly=True)]:
+        for el in list(s.getElementsByClass((spanner.RepeatBracket, repeat.RepeatExpression))):
+            s.remove(el)
+        if hasattr(s, "leftBarline"):
+            if isinstance(s.leftBarline, bar.Repeat):
+                s.leftBarline = None
+            if isinstance(s.rightBarline, bar.Repeat):
+                s.rightBarline = bar.Barline("regular")
     _unshare(score)
     parts = list(score.parts) if score.parts else [score]
     with warnings.catch_warnings():

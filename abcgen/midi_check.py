@@ -94,10 +94,9 @@ def _notes_right(want: list, got: list) -> int:
 def check_tune(tune, *, grid: str = "1/16", triplets: bool = True, jitter: float = 0.0,
                use_midi2abc: bool = False, workdir: str, seed: int = 0) -> dict:
     """The whole measurement of one tune; a dict of outcomes (runs in worker processes)."""
-    from music21 import stream
-
     from .convert import score_to_midi
     from .midi import load_midi, parse_midi_bytes
+    from .render import played
     from .smf import jittered
 
     r = {"where": tune.source}
@@ -105,9 +104,7 @@ def check_tune(tune, *, grid: str = "1/16", triplets: bool = True, jitter: float
         src = parse_abc(tune.text, file=tune.file, x=tune.x, line=tune.line)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # as music21's MIDI writer does: repeats are expanded when there are measures
-            played = src.expandRepeats() if src[stream.Measure] else src
-            want = merged_events(played)
+            want = merged_events(played(src))        # repeats played out, as the MIDI writer does
         data = score_to_midi(src, title=tune.title)
     except AbcgenError as e:
         r["status"] = "source does not parse"
