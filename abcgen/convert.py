@@ -267,6 +267,22 @@ def _unshare(score) -> None:
                 seen.add(id(el))
 
 
+def _untie_other_pitches(score) -> None:
+    """Drop a tie to a note of another pitch (a slur written as a tie, ``G-E``).
+
+    It joins nothing, as abcgen.notes and abc2midi read it; music21's MIDI
+    writer would hold the first pitch through both notes instead.
+    """
+    for part in list(score.parts) or [score]:
+        notes = list(part.recurse().notes)
+        for a, b in zip(notes, notes[1:]):
+            if (a.tie is not None and a.tie.type in ("start", "continue") and not a.isChord
+                    and not b.isChord and a.pitch.ps != b.pitch.ps):
+                a.tie = None
+        if notes and notes[-1].tie is not None and notes[-1].tie.type in ("start", "continue"):
+            notes[-1].tie = None
+
+
 def score_to_midi(score, *, title: str | None = None, expand_repeats: bool = True, log=None) -> bytes:
     """A Score as the bytes of a Standard MIDI File, through music21's MIDI writer.
 
@@ -303,6 +319,7 @@ def score_to_midi(score, *, title: str | None = None, expand_repeats: bool = Tru
             if isinstance(s.rightBarline, bar.Repeat):
                 s.rightBarline = bar.Barline("regular")
     _unshare(score)
+    _untie_other_pitches(score)
     parts = list(score.parts) if score.parts else [score]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1116,7 +1116,7 @@ def load_midi(path, *, grid=DEFAULT_GRID, triplets: bool = True, track: int | No
         melody = choose_melody(voices)
     parts = voices if all_tracks else [melody]
 
-    pre = {id(v): _onsets(v, step) for v in parts + [melody]}
+    pre = {id(v): _onsets(v, step) for v in {id(v): v for v in parts + [melody]}.values()}  # each once
     t0_pre = min(pre[id(v)].times[0] for v in parts)
     end_pre = max(pre[id(v)].end for v in parts)
     tpq = mf.tpq

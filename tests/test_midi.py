@@ -468,3 +468,13 @@ def test_round_trip_live(tmp_path):
         score = load_midi(mid)
         assert events(score) == want
         assert events(parse_abc(write_abc(score))) == want
+
+
+def test_tempo_change_keeps_the_first_tempo_and_the_notes(tmp_path):
+    # a player slows down at bar 3: Q: is the first tempo, ticks still count the notes
+    notes = abcish(REEL)
+    path = write(tmp_path, smf([conductor(bpm=110, ts=(4, 4), sharps=2, extra=[(8 * TPQ, tempo(90))]),
+                                notes_track(notes)]), "reel.mid")
+    score = load_midi(path)
+    assert write_abc(score) == REEL_ABC
+    assert events(score) == plain(notes)
