@@ -131,7 +131,8 @@ def prepare(
 @handled
 def convert(
     inputs: List[str] = typer.Argument(..., help="ABC, MIDI or MusicXML files, folders or globs."),
-    to: str = typer.Option("abc", "--to", help="Output format: abc, mid or musicxml (or from -o's extension)."),
+    to: Optional[str] = typer.Option(None, "--to", help="Output format: abc, mid, musicxml or mxl "
+                                                        "[from -o's extension, else abc]."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write everything to FILE."),
     outdir: Optional[Path] = typer.Option(None, "-O", "--outdir",
                                           help="Write each input to DIR/<stem>.<ext>."),
@@ -141,6 +142,9 @@ def convert(
     all_tracks: bool = typer.Option(False, "--all-tracks", help="MIDI in: every track as a voice."),
     meter: Optional[str] = typer.Option(None, "--meter", help="MIDI in: the meter, e.g. 6/8 (default: "
                                                              "the file's, else detected)."),
+    expand_repeats: bool = typer.Option(True, "--expand-repeats/--no-expand-repeats",
+                                        help="MIDI out: play repeats and endings out (default), "
+                                             "or every note once, as written."),
 ):
     """Convert tunes between ABC, MIDI and MusicXML; ABC out is canonical ABC."""
     from . import convert as convert_mod
@@ -149,7 +153,7 @@ def convert(
         fail("give -o FILE or -O DIR, not both")
     midi_options = dict(grid=grid, triplets=triplets, track=track, all_tracks=all_tracks, meter=meter)
     failures = convert_mod.convert(inputs, to=to, output=output, outdir=outdir, log=log,
-                                   midi_options=midi_options)
+                                   midi_options=midi_options, expand_repeats=expand_repeats)
     if failures:
         log(f"abcgen: {len(failures)} failure(s):")
         for f in failures:
@@ -172,6 +176,31 @@ def check_roundtrip(
 
     report = roundtrip.run(corpus, limit=limit, use_abc2midi=abc2midi, jobs=jobs, log=log)
     print(roundtrip.format_report(report))
+    if json_out:
+        print_json_last(report["summary"])
+
+
+@check_app.command("midi-roundtrip")
+@handled
+def check_midi_roundtrip(
+    corpus: str = typer.Option("folk", "--corpus", "-c", help="Corpus name or path."),
+    limit: int = typer.Option(1000, "--limit", help="Tunes to measure, spread evenly over the corpus (0: all)."),
+    grid: str = typer.Option("1/16", "--grid", help="Quantization grid of the MIDI import."),
+    triplets: bool = typer.Option(True, "--triplets/--no-triplets", help="Allow triplet beats."),
+    jitter: float = typer.Option(0.0, "--jitter", help="Move every note-on/off by up to MS milliseconds."),
+    midi2abc: bool = typer.Option(True, "--midi2abc/--no-midi2abc",
+                                  help="Measure midi2abc (Debian abcmidi) on the same files."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
+    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
+):
+    """ABC -> MIDI -> ABC over corpus tunes: tunes and notes exact, files/s, beside midi2abc."""
+    from . import midi_check
+
+    if limit < 0 or jitter < 0:
+        fail("--limit and --jitter must not be negative")
+    report = midi_check.run(corpus, limit=limit, grid=grid, triplets=triplets, jitter=jitter,
+                            use_midi2abc=midi2abc, jobs=jobs, log=log)
+    print(midi_check.format_report(report))
     if json_out:
         print_json_last(report["summary"])
 

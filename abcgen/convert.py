@@ -22,7 +22,8 @@ ABC_EXTS = {".abc"}
 MIDI_EXTS = {".mid", ".midi"}
 XML_EXTS = {".musicxml", ".xml", ".mxl"}
 IN_EXTS = ABC_EXTS | MIDI_EXTS | XML_EXTS
-OUT_FORMATS = {"abc": ".abc", "mid": ".mid", "midi": ".mid", "musicxml": ".musicxml"}
+OUT_FORMATS = {"abc": ".abc", "mid": ".mid", "midi": ".mid", "musicxml": ".musicxml", "xml": ".musicxml",
+               "mxl": ".mxl"}
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -78,11 +79,27 @@ def load_score(path: Path, midi_options: dict | None = None):
     return score
 
 
+def _not_binary(path: Path) -> None:
+    """An .abc file that holds binary data (a MIDI file renamed, say) fails in one line."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", file=str(path)) from None
+    kind = {b"MThd": "a MIDI file", b"RIFF": "a RIFF file", b"PK\x03\x04": "a zip file (.mxl?)"}
+    for magic, what in kind.items():
+        if head.startswith(magic):
+            raise InputError(f"not ABC text: this is {what}", file=str(path))
+    if b"\x00" in head:
+        raise InputError("not ABC text: binary data", file=str(path))
+
+
 def scores_of(path: Path, failures: list[str], midi_options: dict | None = None):
     """(label, score, title) for every readable tune of a file; failures appended as lines."""
     ext = path.suffix.lower()
     if ext in ABC_EXTS:
         try:
+            _not_binary(path)
             tunes = read_book(path)
         except AbcgenError as e:
             failures.append(str(e))
@@ -97,7 +114,8 @@ def scores_of(path: Path, failures: list[str], midi_options: dict | None = None)
     else:
         try:
             score = load_score(path, midi_options)
-            title = (score.metadata.title if score.metadata is not None else None) or path.stem
+            md = score.metadata
+            title = (md.title or md.movementName if md is not None else None) or path.stem
             yield str(path), score, title
         except AbcgenError as e:
             failures.append(str(e))
@@ -108,18 +126,54 @@ def _abc_of(items) -> str | None:
     return "\n".join(texts) if texts else None
 
 
-def convert(inputs: list[str], *, to: str = "abc", output: Path | None = None,
-            outdir: Path | None = None, log=None, midi_options: dict | None = None) -> list[str]:
-    """Convert every input; returns the list of failures (empty when all went well)."""
-    if output is not None and to == "abc" and output.suffix.lower() in (".mid", ".midi", ".musicxml", ".xml"):
-        to = "mid" if output.suffix.lower() in MIDI_EXTS else "musicxml"
-    if to not in OUT_FORMATS:
-        raise InputError(f"unknown output format {to!r}; use one of abc, mid, musicxml")
+def output_format(to: str | None, output: Path | None) -> str:
+    """The output format: ``--to`` when given, else the extension of ``-o``, else ABC."""
+    by_ext = {".abc": "abc", ".mid": "mid", ".midi": "mid", ".musicxml": "musicxml", ".xml": "musicxml",
+              ".mxl": "mxl"}
+    if to is not None:
+        to = to.lower()
+        if to not in OUT_FORMATS:
+            raise InputError(f"unknown output format {to!r}; use one of abc, mid, musicxml, mxl")
+        want = by_ext.get(output.suffix.lower()) if output is not None else None
+        if want is not None and OUT_FORMATS[want] != OUT_FORMATS[to]:
+            raise InputError(f"--to {to} does not match the extension of -o {output}")
+        return to
+    if output is not None:
+        return by_ext.get(output.suffix.lower(), "abc")
+    return "abc"
+
+
+def check_midi_options(midi_options: dict | None) -> None:
+    """Bad --grid or --meter values fail once, before any file is read (exit 2)."""
+    from .midi import _parse_grid, _parse_meter
+
+    opts = midi_options or {}
+    if opts.get("grid") is not None:
+        _parse_grid(opts["grid"], None)
+    if opts.get("meter") is not None:
+        _parse_meter(opts["meter"], None)
+
+
+def convert(inputs: list[str], *, to: str | None = None, output: Path | None = None,
+            outdir: Path | None = None, log=None, midi_options: dict | None = None,
+            expand_repeats: bool = True) -> list[str]:
+    """Convert every input; returns the list of failures (empty when all went well).
+
+    ``to``: abc, mid, musicxml or mxl; None takes it from the extension of
+    ``output`` (ABC when that says nothing).  ``expand_repeats`` (MIDI out):
+    play repeats and endings as a musician would; False writes the notes
+    once, in the order they are written.  With ``outdir`` two inputs of the
+    same name would write the same file: the second is a failure, nothing
+    is overwritten.
+    """
+    to = output_format(to, output)
+    check_midi_options(midi_options)
     files, failures = expand_inputs(inputs)
     if not files and failures:
         raise InputError("; ".join(failures))
     ext = OUT_FORMATS[to]
     collected = []  # for -o FILE and stdout
+    written: dict = {}  # -O: target -> the input it came from
     for f in files:
         items = []
         for label, score, title in scores_of(f, failures, midi_options):
@@ -132,12 +186,18 @@ def convert(inputs: list[str], *, to: str = "abc", output: Path | None = None,
         if not items:
             continue
         if outdir is not None:
-            _write_items(items, outdir / (f.stem + ext), to, failures)
+            target = outdir / (f.stem + ext)
+            if target in written:
+                failures.append(f"{f}: not written: {target} already holds {written[target]} "
+                                f"(two inputs of the same name)")
+                continue
+            written[target] = f
+            _write_items(items, target, to, failures, expand_repeats)
         else:
             collected.extend(items)
     if outdir is None and collected:
         if output is not None:
-            _write_items(collected, output, to, failures)
+            _write_items(collected, output, to, failures, expand_repeats)
         elif to == "abc":
             sys.stdout.write(_abc_of(collected))
             sys.stdout.flush()
@@ -148,18 +208,140 @@ def convert(inputs: list[str], *, to: str = "abc", output: Path | None = None,
     return failures
 
 
-def _write_items(items, target: Path, to: str, failures: list[str]) -> None:
+def _write_items(items, target: Path, to: str, failures: list[str], expand_repeats: bool = True) -> None:
     try:
         if to == "abc":
             atomic_write_text(target, _abc_of(items))
             return
-        fmt = "midi" if to in ("mid", "midi") else "musicxml"
+        fmt = {"mid": "midi", "midi": "midi", "mxl": "mxl"}.get(to, "musicxml")
         for i, (label, score, _title) in enumerate(items, 1):
             t = target if len(items) == 1 else target.with_name(f"{target.stem}-{i}{target.suffix}")
             try:
-                tmp = score.write(fmt)
-                atomic_write_bytes(t, Path(tmp).read_bytes())
+                if fmt == "midi":
+                    data = score_to_midi(score, title=_title, expand_repeats=expand_repeats)
+                else:
+                    data = _music21_bytes(score, fmt, t.suffix, _title)
+                atomic_write_bytes(t, data)
             except Exception as e:
                 failures.append(f"{label}: cannot write {t}: {type(e).__name__}: {e}")
     except OSError as e:
         failures.append(f"{target}: cannot write: {e.strerror or e}")
+
+
+def _music21_bytes(score, fmt: str, suffix: str, title: str | None = None) -> bytes:
+    """What music21 writes in ``fmt`` (the title set), by way of a private temporary folder."""
+    import tempfile
+
+    from music21 import metadata
+
+    if title:
+        if score.metadata is None:
+            score.metadata = metadata.Metadata()
+        score.metadata.title = title
+
+    with tempfile.TemporaryDirectory(prefix="abcgen-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = score.write(fmt, fp=str(Path(tmp) / ("out" + suffix)))
+        return Path(out).read_bytes()
+
+
+def _unshare(score) -> None:
+    """Give every measure its own copy of an object it shares with another one.
+
+    music21's ABC parser puts one TimeSignature object into every measure where
+    a meter comes back after a change; its MIDI writer then fails ("already
+    found in this Stream") when it gathers them into the conductor track.
+    """
+    import copy
+
+    from music21 import stream
+
+    seen: set = set()
+    for st in [score, *score.recurse(streamsOnly=True)]:
+        for el in list(st.elements):
+            if isinstance(el, stream.Stream):
+                continue
+            if id(el) in seen:
+                st.replace(el, copy.deepcopy(el))
+            else:
+                seen.add(id(el))
+
+
+def _untie_other_pitches(score) -> None:
+    """Drop a tie to a note of another pitch (a slur written as a tie, ``G-E``).
+
+    It joins nothing, as abcgen.notes and abc2midi read it; music21's MIDI
+    writer would hold the first pitch through both notes instead.
+    """
+    for part in list(score.parts) or [score]:
+        notes = list(part.recurse().notes)
+        for a, b in zip(notes, notes[1:]):
+            if (a.tie is not None and a.tie.type in ("start", "continue") and not a.isChord
+                    and not b.isChord and a.pitch.ps != b.pitch.ps):
+                a.tie = None
+        if notes and notes[-1].tie is not None and notes[-1].tie.type in ("start", "continue"):
+            notes[-1].tie = None
+
+
+def score_to_midi(score, *, title: str | None = None, expand_repeats: bool = True, log=None) -> bytes:
+    """A Score as the bytes of a Standard MIDI File, through music21's MIDI writer.
+
+    Format 1: a conductor track (tempo from ``Q:``, 120 bpm when there is
+    none; time and key signatures; the title as the sequence name), then one
+    track per part (voice, ``V:``), named after the part when it has a name,
+    each on its own channel (drum channel 10 left out).  ``expand_repeats``:
+    repeats and first/second endings are played out as ``render.played``
+    does (where music21's expander rejects the marks, the tune is played as
+    written, with a warning to ``log``); without it every note is played
+    once, as written.  The score itself is not changed.
+    """
+    import copy
+
+    from music21 import bar, repeat, spanner
+    from music21.midi import ChannelVoiceMessages, DeltaTime, MetaEvents, MidiEvent, translate
+
+    from .render import played
+
+    if title is None and score.metadata is not None:
+        title = score.metadata.title
+    if expand_repeats:
+        expanded = played(score, log)
+        score = expanded if expanded is not score else copy.deepcopy(score)
+    else:
+        score = copy.deepcopy(score)
+    # No repeat marks are left for music21's writer, which would expand them again.
+    for s in [score, *score.recurse(streamsOnly=True)]:
+        for el in list(s.getElementsByClass((spanner.RepeatBracket, repeat.RepeatExpression))):
+            s.remove(el)
+        if hasattr(s, "leftBarline"):
+            if isinstance(s.leftBarline, bar.Repeat):
+                s.leftBarline = None
+            if isinstance(s.rightBarline, bar.Repeat):
+                s.rightBarline = bar.Barline("regular")
+    _unshare(score)
+    _untie_other_pitches(score)
+    parts = list(score.parts) if score.parts else [score]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mf = translate.streamToMidiFile(score)
+    tracks = mf.tracks
+    if title and tracks:
+        conductor = tracks[0]
+        me = MidiEvent(conductor)
+        me.type = MetaEvents.SEQUENCE_TRACK_NAME
+        me.data = title.encode("utf-8", "ignore")
+        conductor.events[0:0] = [DeltaTime(conductor), me]
+    channels = [c for c in range(16) if c != 9]
+    for i, tr in enumerate(tracks[1:]):
+        name = parts[i].partName if i < len(parts) else None
+        ch = channels[i % len(channels)] + 1          # music21 counts channels from 1
+        named = False
+        for ev in tr.events:
+            if isinstance(ev, DeltaTime):
+                continue
+            if ev.type == MetaEvents.SEQUENCE_TRACK_NAME and not named and name:
+                ev.data = str(name).encode("utf-8", "ignore")
+                named = True
+            elif isinstance(ev.type, ChannelVoiceMessages):
+                ev.channel = ch
+    return mf.writestr()

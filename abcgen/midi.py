@@ -38,10 +38,12 @@ triplets.  A note lasts at least one grid step; a note still sounding at
 the next onset is cut there (parts cannot hold overlapping voices), and notes
 starting together become a chord.  A note that mixes triplet and straight
 positions is split with a tie at the beat line, so every piece is a plain
-value.  The default grid, 1/16, was picked by measurement: on tunes of the
-music21 corpus written to MIDI it keeps every note that lies on it, and with
-notes moved by up to 30 ms it still gets 97.5% of notes right where 1/32 gets
-79% (1/32 is for clean files with thirty-second notes).
+value.  The default grid, 1/16, was picked by measurement (``abcgen check
+midi-roundtrip``): on 1,000 folk tunes written to MIDI it gives back every
+tune whose notes lie on it (861 of 861), and with every note-on and note-off
+moved by up to 30 ms it still gets 97.7% of notes right (94% of those tunes
+exact) where 1/32 gets 70% (21%); 1/32 is for clean files with
+thirty-second notes.
 
 Meter.  ``meter`` when given (it overrides the file, whose 4/4 is often just a
 sequencer's default), else the file's time signatures, else a guess among
@@ -1116,7 +1118,7 @@ def load_midi(path, *, grid=DEFAULT_GRID, triplets: bool = True, track: int | No
         melody = choose_melody(voices)
     parts = voices if all_tracks else [melody]
 
-    pre = {id(v): _onsets(v, step) for v in parts + [melody]}
+    pre = {id(v): _onsets(v, step) for v in {id(v): v for v in parts + [melody]}.values()}  # each once
     t0_pre = min(pre[id(v)].times[0] for v in parts)
     end_pre = max(pre[id(v)].end for v in parts)
     tpq = mf.tpq

@@ -163,10 +163,9 @@ def musicxml_bytes(score) -> bytes:
 
 
 def midi_bytes(score, log: Log = None) -> bytes:
-    from music21 import midi
+    from .convert import score_to_midi
 
-    mf = midi.translate.streamToMidiFile(played(score, log))
-    return mf.writestr()
+    return score_to_midi(score, log=log)
 
 
 def svg_pages(score, *, fit_height: bool = True, where: Tune | None = None) -> list[str]:

@@ -1,14 +1,13 @@
 """MIDI import (abcgen.midi): files built byte by byte here, checked by the ABC they give.
 
-A tiny Standard MIDI File assembler below writes exactly the bytes each test
-needs (running status, note-on with velocity 0, drum channel, meta events),
+The small Standard MIDI File assembler abcgen.smf writes exactly the bytes
+each test needs (running status, note-on with velocity 0, drum channel, meta events),
 so every case is self-contained.  The corpus round trip reads files music21's
 MIDI writer made (tests/data/midi/roundtrip, see make_roundtrip.py there).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import random
 import warnings
@@ -23,71 +22,9 @@ from abcgen.abc.writer import write_abc
 from abcgen.errors import InputError
 from abcgen.midi import load_midi, parse_midi_bytes, speller
 from abcgen.notes import note_events
+from abcgen.smf import TPQ, chunk, conductor, keysig, mtrk, notes_track, smf, tempo, timesig
 
-TPQ = 480
-
-# --------------------------------------------------------------------------
-# A small MIDI assembler
-
-
-def vlq(n: int) -> bytes:
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    return bytes(reversed(out))
-
-
-def chunk(kind: bytes, body: bytes) -> bytes:
-    return kind + len(body).to_bytes(4, "big") + body
-
-
-def mtrk(events, end: bool = True) -> bytes:
-    """events: (absolute tick, raw message bytes), written with delta times in tick order."""
-    body, now = b"", 0
-    for tick, msg in sorted(events, key=lambda e: e[0]):
-        body += vlq(tick - now) + msg
-        now = tick
-    if end:
-        body += vlq(0) + b"\xff\x2f\x00"
-    return chunk(b"MTrk", body)
-
-
-def smf(tracks, fmt: int = 1, tpq: int = TPQ) -> bytes:
-    return chunk(b"MThd", fmt.to_bytes(2, "big") + len(tracks).to_bytes(2, "big")
-                 + tpq.to_bytes(2, "big")) + b"".join(tracks)
-
-
-def meta(kind: int, data: bytes) -> bytes:
-    return bytes([0xFF, kind]) + vlq(len(data)) + data
-
-
-def tempo(bpm: float) -> bytes:
-    return meta(0x51, round(60_000_000 / bpm).to_bytes(3, "big"))
-
-
-def timesig(num: int, den: int) -> bytes:
-    return meta(0x58, bytes([num, den.bit_length() - 1, 24, 8]))
-
-
-def keysig(sharps: int, minor: bool = False) -> bytes:
-    return meta(0x59, bytes([sharps & 0xFF, int(minor)]))
-
-
-def name(text: str) -> bytes:
-    return meta(0x03, text.encode())
-
-
-def conductor(bpm=120, ts=(4, 4), sharps=0, minor=False, title="", extra=()):
-    ev = [(0, tempo(bpm))] if bpm else []
-    if ts:
-        ev.append((0, timesig(*ts)))
-    if sharps is not None:
-        ev.append((0, keysig(sharps, minor)))
-    if title:
-        ev.append((0, name(title)))
-    return mtrk(ev + list(extra))
+# The bytes of every test file come from abcgen.smf, a small MIDI assembler.
 
 
 _STEP = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
@@ -113,34 +50,6 @@ def abcish(text: str, unit=Fraction(1, 2)):
         out.append((t, length, midi))
         t += length
     return out
-
-
-def notes_track(notes, ch=0, vel=80, title="", jitter=None, running=False, zero_off=False):
-    """A track playing (onset, length, midi) notes (in quarters); rests are None."""
-    ev = [(0, name(title))] if title else []
-    for on, length, midi in notes:
-        if midi is None:
-            continue
-        a, b = int(on * TPQ), int((on + length) * TPQ)
-        if jitter:
-            a, b = a + jitter(), b + jitter()
-            a = max(a, 0)
-            b = max(b, a + 1)
-        ev.append((a, bytes([0x90 | ch, midi, vel])))
-        ev.append((b, bytes([0x90 | ch, midi, 0]) if zero_off else bytes([0x80 | ch, midi, 64])))
-    # note-offs before note-ons at the same tick
-    ev.sort(key=lambda e: (e[0], e[1][0] & 0xF0 == 0x90 and e[1][2] > 0))
-    if running:
-        body, now, status = b"", 0, None
-        for tick, msg in ev:
-            if msg[0] == status and msg[0] < 0xF0:
-                msg = msg[1:]
-            elif msg[0] < 0xF0:
-                status = msg[0]
-            body += vlq(tick - now) + msg
-            now = tick
-        return chunk(b"MTrk", body + b"\x00\xff\x2f\x00")
-    return mtrk(ev)
 
 
 def write(tmp_path, data: bytes, fname="tune.mid") -> Path:
@@ -523,7 +432,7 @@ def test_bad_files_raise_one_line_input_error(tmp_path, case):
 # Round trip through music21's MIDI writer
 
 ROUNDTRIP = Path(__file__).parent / "data" / "midi" / "roundtrip"
-CORPUS = "/work/venv/lib/python3.11/site-packages/music21/corpus/ryansMammoth/*.abc"
+RYANS = Path(__import__("music21").__file__).parent / "corpus" / "ryansMammoth"
 
 
 def test_round_trip_of_twenty_tunes():
@@ -543,13 +452,13 @@ def test_round_trip_of_twenty_tunes():
     assert not misses
 
 
-@pytest.mark.skipif(not glob.glob(CORPUS), reason="music21 corpus not installed")
+@pytest.mark.skipif(not RYANS.is_dir(), reason="music21 corpus not installed")
 def test_round_trip_live(tmp_path):
     """The same pipeline end to end with the installed music21: ABC -> MIDI -> Score -> ABC."""
     from abcgen.abc.reader import parse_tune
 
     for stem in ("LarkInTheMorningJig", "BostonBoysReel"):
-        f = Path(CORPUS).parent / f"{stem}.abc"
+        f = RYANS / f"{stem}.abc"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             src = parse_tune(read_book(f)[0])
@@ -559,3 +468,13 @@ def test_round_trip_live(tmp_path):
         score = load_midi(mid)
         assert events(score) == want
         assert events(parse_abc(write_abc(score))) == want
+
+
+def test_tempo_change_keeps_the_first_tempo_and_the_notes(tmp_path):
+    # a player slows down at bar 3: Q: is the first tempo, ticks still count the notes
+    notes = abcish(REEL)
+    path = write(tmp_path, smf([conductor(bpm=110, ts=(4, 4), sharps=2, extra=[(8 * TPQ, tempo(90))]),
+                                notes_track(notes)]), "reel.mid")
+    score = load_midi(path)
+    assert write_abc(score) == REEL_ABC
+    assert events(score) == plain(notes)

@@ -1,6 +1,6 @@
 """Refit PHASE_WEIGHTS and METER_WEIGHTS of abcgen/midi.py (a measurement, not a test).
 
-    PYTHONPATH=. /work/venv/bin/python tests/data/midi/fit_detection.py
+    python tests/data/midi/fit_detection.py      (from the repository root, in the venv)
 
 Ground truth comes from ABC tunes of music21's corpus (400 each, drawn with a
 fixed seed, from Ryan's Mammoth, O'Neill's 1850 and the Essen folk songs):
@@ -24,6 +24,7 @@ import sys
 import warnings
 from collections import Counter
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from abcgen.abc.reader import parse_tune, read_book
 from abcgen.abc.writer import frac
 from abcgen.notes import note_events
 
-BASE = "/work/venv/lib/python3.11/site-packages/music21/corpus/"
+BASE = str(Path(__import__("music21").__file__).parent / "corpus") + "/"
 SETS = {"ryans": "ryansMammoth/*.abc", "oneills": "oneills1850/*.abc", "essen": "essenFolksong/*.abc"}
 STEP = Fraction(1, 4)
 METER_CLASS = {"2/4": "2/4", "4/4": "4/4", "C": "4/4", "2/2": "4/4", "C|": "4/4", "3/4": "3/4",

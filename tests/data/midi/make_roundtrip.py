@@ -1,6 +1,6 @@
 """Write the round-trip fixtures of tests/test_midi.py (run once; the output is committed).
 
-    PYTHONPATH=. /work/venv/bin/python tests/data/midi/make_roundtrip.py
+    python tests/data/midi/make_roundtrip.py      (from the repository root, in the venv)
 
 Twenty tunes of Ryan's Mammoth Collection (every k-th file, in name order),
 each parsed with parse_abc and written to MIDI by music21, which expands
@@ -17,14 +17,13 @@ from __future__ import annotations
 import glob
 import json
 import warnings
-from fractions import Fraction
 from pathlib import Path
 
 from abcgen.abc.reader import parse_tune, read_book
-from abcgen.notes import note_events
+from abcgen.corpus import music21_collection
+from abcgen.midi_check import merged_events, on_grid
 from abcgen.roundtrip import midi_notes
 
-CORPUS = "/work/venv/lib/python3.11/site-packages/music21/corpus/ryansMammoth/*.abc"
 OUT = Path(__file__).parent / "roundtrip"
 COUNT = 20
 
@@ -34,14 +33,9 @@ def norm(ev):
     return sorted((on - t0, d, p) for on, d, p in ev)
 
 
-def on_grid(ev) -> bool:
-    ok = lambda x: x % Fraction(1, 4) == 0 or x % Fraction(1, 3) == 0
-    return all(ok(on) and ok(on + d) for on, d, _p in ev)
-
-
 def main():
     OUT.mkdir(exist_ok=True)
-    files = sorted(glob.glob(CORPUS))
+    files = sorted(glob.glob(str(music21_collection("ryansMammoth") / "*.abc")))
     expected = {}
     for f in files[::len(files) // (3 * COUNT)]:
         if len(expected) == COUNT:
@@ -52,7 +46,7 @@ def main():
             try:
                 src = parse_tune(read_book(f)[0])
                 src.write("midi", fp=str(mid))
-                want = norm([(on, d, p) for _x, on, d, p in note_events(src.expandRepeats())])
+                want = merged_events(src.expandRepeats())
             except Exception:
                 mid.unlink(missing_ok=True)
                 continue
