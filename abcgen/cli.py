@@ -315,6 +315,8 @@ def sample(
         return
     if fmt != "abc":
         fail(f"--format must be abc or pianoroll, not {fmt!r}")
+    if output is not None or threshold is not None:
+        fail("-o and --threshold are for --format pianoroll; ABC tunes go to stdout")
 
     # One BLAS thread: the step's small products gain little from two and lose much under load.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -251,6 +251,8 @@ def test_bad_input_errors_are_one_line(tmp_path):
     assert str(bad) in msg and "train chorale 0" in msg
     msg = _one_line_error(["sample", "--format", "pianoroll", "--model", str(tmp_path), "-o", "x.mid"])
     assert "model.npz" in msg
+    msg = _one_line_error(["sample", "-o", "x.mid"])
+    assert "-o and --threshold are for --format pianoroll" in msg
     notmidi = tmp_path / "x.mid"
     notmidi.write_text("hello")
     with pytest.raises(InputError, match="x.mid"):
