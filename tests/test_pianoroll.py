@@ -114,10 +114,13 @@ def test_keras_loss_agrees_with_the_numpy_nll():
 def test_tiny_model_lowers_the_loss_on_the_jsb_excerpt(tmp_path):
     from abcgen import train as T
 
-    state = T.train(tmp_path / "run", dict(TINY, epochs=4, patience=10), log=lambda m: None)
+    state = T.train(tmp_path / "run", dict(TINY, epochs=5, patience=10), log=lambda m: None)
     hist = state["history"]
-    assert len(hist) == 4
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"] - 0.1
+    assert len(hist) == 5
+    # The output bias starts at the train marginals (about 11 nats per frame here), so the
+    # loss starts low; what the LSTM learns on top shows in the NLL of the train frames.
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert hist[-1]["train_nll_per_frame"] < hist[0]["train_nll_per_frame"] - 0.5
     assert hist[-1]["valid_nll_per_frame"] < hist[0]["valid_nll_per_frame"]
     run = tmp_path / "run"
     for name in ("config.json", "state.json", "metrics.csv", "curves.png", "best.keras", "model.npz",
