@@ -209,7 +209,8 @@ def check_midi_roundtrip(
 @handled
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (config, vocabulary, checkpoints, metrics)."),
-    fmt: str = typer.Option("abc", "--format", help="abc (the text model)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="abc (the text model) | pianoroll [abc; "
+                                                             "on --resume, the run's]."),
     corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpus name or path [folk]."),
     level: Optional[str] = typer.Option(None, "--level", help="char | token [token]."),
     layers: Optional[int] = typer.Option(None, "--layers", help="LSTM layers [1]."),
@@ -227,6 +228,17 @@ def train(
                                                    help="Use only this many train tokens per epoch (0: all)."),
     distribute: Optional[str] = typer.Option(None, "--distribute", help="none | mirrored (all GPUs of this host)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    window: Optional[int] = typer.Option(None, "--window", help="pianoroll: frames per training window [50]."),
+    frames: Optional[str] = typer.Option(None, "--frames", help="pianoroll: frames per second (10) or one "
+                                                                "frame per 1/16, 1/8, 1/4 note."),
+    pitches: Optional[int] = typer.Option(None, "--pitches", help="pianoroll: 88 keys or 128 MIDI pitches."),
+    onsets: Optional[bool] = typer.Option(None, "--onsets/--no-onsets", help="pianoroll: an onset block "
+                                                                             "(repeated notes stay distinct)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="pianoroll: bce | focal [bce]."),
+    pos_weight: Optional[float] = typer.Option(None, "--pos-weight", help="pianoroll: weight of sounding "
+                                                                          "notes in the loss [1]."),
+    focal_gamma: Optional[float] = typer.Option(None, "--focal-gamma", help="pianoroll: focal loss gamma [2]."),
+    max_pieces: Optional[int] = typer.Option(None, "--max-pieces", help="pianoroll: first N pieces only (0: all)."),
 ):
     """Train the LSTM on a prepared corpus, with a checkpoint every epoch."""
     from . import train as train_mod
@@ -238,6 +250,9 @@ def train(
                  embed_dim=embed_dim, dropout=dropout, epochs=epochs, batch_size=batch_size,
                  seq_len=seq_len, lr=lr, patience=patience, seed=seed, transpose=transpose,
                  max_train_tokens=max_train_tokens, distribute=distribute)
+    roll_opts = dict(window=window, frames=frames, pitches=pitches, onsets=onsets, loss=loss,
+                     pos_weight=pos_weight, focal_gamma=focal_gamma, max_pieces=max_pieces)
+    given.update({k: v for k, v in roll_opts.items() if v is not None})
     state = train_mod.train(out, given, resume=resume, log=log)
     best = state.get("best_valid")
     log(f"done: best epoch {state.get('best_epoch')}, run in {out}")
@@ -327,9 +342,29 @@ def sample(
                                      help="Mask the model with the ABC state machine (valid tunes)."),
     render: Optional[Path] = typer.Option(None, "--render",
                                           help="Also render the tunes, e.g. tune.svg (see abcgen render)."),
+    fmt: str = typer.Option("abc", "--format", help="abc | pianoroll (a --format pianoroll run; needs -o)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="pianoroll: OUT.mid (OUT.abc and OUT.png go beside it)."),
+    length: int = typer.Option(200, "--length", help="pianoroll: frames to sample after the prime."),
+    threshold: Optional[float] = typer.Option(None, "--threshold",
+                                              help="pianoroll: notes above this probability, no draws."),
 ):
-    """Write new tunes as an ABC tune book to stdout."""
+    """Write new tunes as an ABC tune book to stdout (or, --format pianoroll, a MIDI file)."""
     import os
+
+    if fmt == "pianoroll":
+        from .pianoroll import write_sample
+
+        if model is None or output is None:
+            fail("--format pianoroll needs --model RUN_DIR and -o OUT.mid")
+        for path in write_sample(Path(model), output, length=length, temperature=temperature,
+                                 threshold=threshold, seed=seed, log=log):
+            log(f"wrote {path}")
+        return
+    if fmt != "abc":
+        fail(f"--format must be abc or pianoroll, not {fmt!r}")
+    if output is not None or threshold is not None:
+        fail("-o and --threshold are for --format pianoroll; ABC tunes go to stdout")
 
     # One BLAS thread: the step's small products gain little from two and lose much under load.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -55,6 +55,10 @@ def _evaluate_run(run_dir: Path, *, corpus, split, baselines, log) -> dict:
     if not (run.path / "config.json").is_file():
         raise InputError(f"{run.path} is not a run directory (no config.json); "
                          "train one with: abcgen train --format abc --out RUN_DIR")
+    if run.read_json("config.json").get("format") == "pianoroll":
+        from .pianoroll_train import evaluate_run
+
+        return evaluate_run(run.path, corpus=corpus, split=split, log=log)
     cfg = TrainConfig.from_dict(run.read_json("config.json"))
     vocab = Vocabulary.load(run.path / "vocab.json")
     corpus = corpus or cfg.corpus
@@ -145,6 +149,10 @@ def _model_figures(name, engine, corpus, split, level, layers, hidden, prep, tex
 
 
 def format_model_report(r: dict) -> str:
+    if r.get("format") == "pianoroll":
+        from .pianoroll_train import format_report
+
+        return format_report(r)
     lines = [f"{r['split']} split of {r['corpus']}: {r['test_tunes']} tunes, {r['test_chars']:,} characters, "
              f"{r['test_tokens']:,} {r['level']} tokens",
              f"  LSTM {r['layers']}x{r['hidden']} ({r['level']}, {r['engine']}): {r['bits_per_char']:.4f} bits/char, "

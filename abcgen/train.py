@@ -264,7 +264,8 @@ class RunDir:
             if old.name != name:
                 old.unlink()
 
-    def write_metrics(self, history: list[dict]) -> None:
+    def write_metrics(self, history: list[dict], plot=None) -> None:
+        """metrics.csv and curves.png (``plot(history, path)``; the text curves by default)."""
         if not history:
             return
         buf = io.StringIO()
@@ -273,12 +274,14 @@ class RunDir:
         w.writerows(history)
         atomic_write_text(self.path / "metrics.csv", buf.getvalue())
         try:
-            plot_curves(history, self.path / "curves.png")
+            (plot or plot_curves)(history, self.path / "curves.png")
         except Exception as e:  # a plot must never cost a checkpoint
             print(f"abcgen: warning: cannot draw curves.png: {e}", file=sys.stderr)
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
+def plot_curves(history: list[dict], path: Path, series=(("train_bits_per_char", "train"),
+                                                          ("valid_bits_per_char", "valid")),
+                ylabel: str = "bits per character of canonical ABC") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,10 +291,10 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(ep, [h["train_bits_per_char"] for h in history], "o-", label="train")
-    ax.plot(ep, [h["valid_bits_per_char"] for h in history], "s-", label="valid")
+    for (key, label), style in zip(series, ("o-", "s-", "^-", "v-")):
+        ax.plot(ep, [h[key] for h in history], style, label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("bits per character of canonical ABC")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -305,16 +308,21 @@ def plot_curves(history: list[dict], path: Path) -> None:
 # Training
 
 
-def resolve_config(run: RunDir, resume: bool, given: dict) -> TrainConfig:
+def resolve_config(run: RunDir, resume: bool, given: dict, cls=TrainConfig, frozen=FROZEN):
     """The run's config: the saved one when resuming (refusing frozen changes), else defaults + given."""
+    names = {f.name for f in fields(cls)}
+    for k, v in given.items():
+        if v is not None and k not in names:
+            fmt = given.get("format") or cls().format
+            raise InputError(f"--{k.replace('_', '-')} does not apply to --format {fmt}")
     if resume:
         if not run.exists():
             raise InputError(f"nothing to resume in {run.path}: no state.json (start without --resume)")
-        saved = TrainConfig.from_dict(run.read_json("config.json"))
+        saved = cls.from_dict(run.read_json("config.json"))
         for k, v in given.items():
             if v is None:
                 continue
-            if k in FROZEN and v != getattr(saved, k):
+            if k in frozen and v != getattr(saved, k):
                 raise InputError(f"{run.path} was trained with {k}={getattr(saved, k)!r}; this run asks "
                                  f"{k}={v!r}. Resume with the same {k}, or train into another --out")
             setattr(saved, k, v)
@@ -322,7 +330,7 @@ def resolve_config(run: RunDir, resume: bool, given: dict) -> TrainConfig:
     if run.exists():
         raise InputError(f"{run.path} already holds a run; pass --resume to continue it "
                          "or choose another --out")
-    cfg = TrainConfig()
+    cfg = cls()
     for k, v in given.items():
         if v is not None:
             setattr(cfg, k, v)
@@ -334,15 +342,29 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def run_format(out: Path, given: dict, resume: bool) -> str:
+    """The format asked for, else (resuming) the run's own, else abc."""
+    if given.get("format"):
+        return given["format"]
+    cfg = Path(out) / "config.json"
+    if resume and cfg.is_file():
+        return RunDir(out).read_json("config.json").get("format", "abc")
+    return "abc"
+
+
 def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
-    """Train (or resume) a text model into the run directory; returns the final state."""
+    """Train (or resume) a model into the run directory; returns the final state."""
+    if run_format(out, given, resume) == "pianoroll":
+        from .pianoroll_train import train_roll
+
+        return train_roll(out, given, resume=resume, log=log)
     quiet_tensorflow()
     import keras
 
     run = RunDir(out)
     cfg = resolve_config(run, resume, given)
     if cfg.format != "abc":
-        raise InputError(f"--format {cfg.format}: only 'abc' is implemented")
+        raise InputError(f"--format must be abc or pianoroll, not {cfg.format!r}")
     run.path.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg, log=log)
 

@@ -1,0 +1,429 @@
+"""``abcgen train --format pianoroll``: an LSTM over piano-roll frames, and its evaluation.
+
+Model: frames (the roll's columns plus a start column) -> N x LSTM -> dropout ->
+Dense logits, one per column; a sigmoid gives the probability that the column
+is on in the next frame.  Loss: binary cross-entropy averaged over columns,
+with ``pos_weight`` multiplying the terms of the notes that sound (a missed note
+costs W times a spurious one: fewer false negatives), or a focal loss
+(``loss="focal"``: each term times (1 - p_t)^gamma, so easy cells count less).
+
+Data: each piece is one sequence whose first input is the start frame; frame t
+is predicted from frames < t.  Pieces are packed end to end and cut into
+windows of ``window`` frames (the start frame marks where a piece begins, as
+``<s>`` does in the text mode); each epoch draws a new piece order and window
+offset from (seed, epoch).  Evaluation runs every piece whole from its start
+frame, so every frame is scored with its full history: NLL per frame is the
+Bernoulli negative log-likelihood summed over the columns (the 88 keys on JSB),
+averaged over all frames, and frame accuracy is TP / (TP + FP + FN) at
+probability 0.5, summed over all frames (Bay et al. 2009).
+
+Run directory, checkpoints, resume, metrics.csv and curves.png are the text
+mode's (abcgen.train.RunDir).  The epoch with the best valid NLL per frame is
+kept as ``best.keras`` and exported to ``model.npz`` for the NumPy sampler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .pianoroll import (JSB_ENCODING, SPLITS, Encoding, add_counts, is_jsb, load_rolls, model_input,
+                        roll_counts, roll_metrics)
+
+FROZEN = ("format", "corpus", "frames", "pitches", "onsets", "layers", "hidden", "max_pieces",
+          "loss", "pos_weight", "focal_gamma")
+LOSSES = ("bce", "focal")
+TRAIN_EVAL_FRAMES = 20000   # train metrics over the first pieces up to this many frames
+
+# Published JSB Chorales test figures: NLL per frame, frame accuracy % (None: not reported).
+PUBLISHED = [
+    ("RNN (Boulanger-Lewandowski et al. 2012)", 8.71, 28.46),
+    ("LSTM (Chung et al. 2014)", 8.67, None),
+    ("RNN-RBM (Boulanger-Lewandowski et al. 2012)", 6.27, 33.12),
+    ("RNN-NADE, Hessian-free (Boulanger-Lewandowski et al. 2012)", 5.56, 32.50),
+]
+
+
+@dataclass
+class RollConfig:
+    format: str = "pianoroll"
+    corpus: str = "jsb"
+    frames: str = ""        # "": the corpus default (1/4 on jsb, else 10 per second)
+    pitches: int = 0        # 0: the corpus default (88 on jsb, else 128)
+    onsets: bool = False
+    window: int = 50
+    layers: int = 1
+    hidden: int = 512
+    dropout: float = 0.2
+    loss: str = "bce"
+    pos_weight: float = 1.0
+    focal_gamma: float = 2.0
+    batch_size: int = 8
+    epochs: int = 100
+    lr: float = 2e-3
+    clipnorm: float = 5.0
+    patience: int = 5
+    seed: int = 1
+    max_pieces: int = 0     # 0: all; else the first N pieces of the corpus (quick runs)
+    distribute: str = "none"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RollConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def encoding(self) -> Encoding:
+        return Encoding(frames=self.frames, pitches=self.pitches, onsets=self.onsets)
+
+
+def settle(cfg: RollConfig) -> RollConfig:
+    """Fill in the corpus defaults and check the options, before anything is written."""
+    if is_jsb(cfg.corpus):
+        cfg.frames = cfg.frames or JSB_ENCODING.frames
+        cfg.pitches = cfg.pitches or JSB_ENCODING.pitches
+    cfg.frames = cfg.frames or "10"
+    cfg.pitches = cfg.pitches or 128
+    cfg.encoding()  # raises on a bad --frames or --pitches
+    if cfg.loss not in LOSSES:
+        raise InputError(f"--loss must be one of {', '.join(LOSSES)}, not {cfg.loss!r}")
+    if cfg.pos_weight <= 0:
+        raise InputError(f"--pos-weight must be positive, not {cfg.pos_weight}")
+    if cfg.window < 2:
+        raise InputError(f"--window must be at least 2 frames, not {cfg.window}")
+    if cfg.layers < 1 or cfg.hidden < 1 or cfg.batch_size < 1:
+        raise InputError("--layers, --hidden and --batch-size must be positive")
+    return cfg
+
+
+# --------------------------------------------------------------------------
+# Model
+
+
+def _loss_class():
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="abcgen", name="RollLoss")
+    class RollLoss(keras.losses.Loss):
+        """Per-frame mean over columns of weighted (optionally focal) sigmoid cross-entropy."""
+
+        def __init__(self, pos_weight: float = 1.0, gamma: float = 0.0, name: str = "roll_loss", **kw):
+            super().__init__(name=name, **kw)
+            self.pos_weight = float(pos_weight)
+            self.gamma = float(gamma)
+
+        def call(self, y_true, y_pred):
+            y = tf.cast(y_true, y_pred.dtype)
+            ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=y_pred)
+            w = 1.0 + (self.pos_weight - 1.0) * y
+            if self.gamma:
+                p = tf.sigmoid(y_pred)
+                pt = y * p + (1.0 - y) * (1.0 - p)
+                w = w * tf.pow(1.0 - pt, self.gamma)
+            return tf.reduce_mean(ce * w, axis=-1)
+
+        def get_config(self):
+            return dict(super().get_config(), pos_weight=self.pos_weight, gamma=self.gamma)
+
+    return RollLoss
+
+
+RollLoss = _loss_class()
+
+
+def build_roll_model(width: int, *, hidden: int = 512, layers: int = 1, dropout: float = 0.2):
+    """Frames (width + start column) in, next-frame logits (width) out."""
+    import keras
+
+    inputs = keras.Input(shape=(None, width + 1), dtype="float32", name="frames")
+    x = inputs
+    for i in range(layers):
+        # The cuDNN-eligible settings, as in abcgen.model.build_text_model.
+        x = keras.layers.LSTM(hidden, activation="tanh", recurrent_activation="sigmoid",
+                              recurrent_dropout=0.0, unroll=False, use_bias=True,
+                              return_sequences=True, name=f"lstm_{i}")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(width, name="logits")(x)
+    return keras.Model(inputs, outputs, name="abcgen_pianoroll")
+
+
+def new_model(cfg: RollConfig, width: int):
+    import keras
+
+    from .train import strategy_scope
+
+    keras.utils.set_random_seed(cfg.seed)
+    with strategy_scope(cfg):
+        model = build_roll_model(width, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout)
+        gamma = cfg.focal_gamma if cfg.loss == "focal" else 0.0
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, clipnorm=cfg.clipnorm),
+                      loss=RollLoss(pos_weight=cfg.pos_weight, gamma=gamma))
+    return model
+
+
+def init_output_bias(model, rolls: list) -> None:
+    """Start each column's bias at the logit of its train frequency, not at p = 0.5.
+
+    A roll is sparse (about 4 of 88 keys sound), so a fresh model first spends
+    epochs learning that most keys are off; starting from the marginals it
+    begins where a frame-independent model ends.
+    """
+    y = np.concatenate(rolls).astype(np.float64)
+    p = np.clip(y.mean(axis=0), 1e-4, 1 - 1e-4)
+    bias = model.get_layer("logits").bias
+    bias.assign(np.log(p / (1 - p)).astype(np.float32))
+
+
+def export_npz(model, path: Path, meta: dict) -> None:
+    """LSTM and output weights under stable names + JSON meta; loads with allow_pickle=False."""
+    import io
+
+    from .fileio import atomic_write_bytes
+
+    arrays = {}
+    i = 0
+    while True:
+        try:
+            cell = model.get_layer(f"lstm_{i}").cell
+        except ValueError:
+            break
+        for name in ("kernel", "recurrent_kernel", "bias"):
+            arrays[f"lstm_{i}/{name}"] = np.array(getattr(cell, name).numpy(), np.float32)
+        i += 1
+    dense = model.get_layer("logits")
+    arrays["logits/kernel"] = np.array(dense.kernel.numpy(), np.float32)
+    arrays["logits/bias"] = np.array(dense.bias.numpy(), np.float32)
+    meta = dict(meta, kind="pianoroll", layers=i, hidden=int(arrays["lstm_0/recurrent_kernel"].shape[0]))
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------
+# Data and evaluation
+
+
+def packed(rolls: list) -> tuple[np.ndarray, np.ndarray]:
+    """Pieces end to end: inputs (start frame, frames 0..T-2 of each) and targets (frames 0..T-1)."""
+    x = np.concatenate([model_input(r) for r in rolls])
+    y = np.concatenate(rolls).astype(np.float32)
+    return x, y
+
+
+def epoch_windows(rolls: list, cfg: RollConfig, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training windows of one epoch, drawn from (seed, epoch) only."""
+    rng = np.random.default_rng([cfg.seed, epoch])
+    x, y = packed([rolls[i] for i in rng.permutation(len(rolls))])
+    w = min(cfg.window, len(x))
+    off = int(rng.integers(w)) if len(x) >= 2 * w else 0
+    n = (len(x) - off) // w
+    x = x[off:off + n * w].reshape(n, w, -1)
+    y = y[off:off + n * w].reshape(n, w, -1)
+    perm = rng.permutation(n)
+    return x[perm], y[perm]
+
+
+def evaluate_rolls(model, rolls: list, batch_size: int = 32) -> dict:
+    """Counts over whole pieces, each from its start frame (full history for every frame)."""
+    order = sorted(range(len(rolls)), key=lambda i: len(rolls[i]))
+    counts: dict = {}
+    for s in range(0, len(order), batch_size):
+        batch = [rolls[i] for i in order[s:s + batch_size]]
+        n = max(len(r) for r in batch)
+        x = np.zeros((len(batch), n, batch[0].shape[1] + 1), np.float32)
+        for j, r in enumerate(batch):
+            x[j, :len(r)] = model_input(r)
+        logits = np.asarray(model(x, training=False))
+        for j, r in enumerate(batch):
+            counts = add_counts(counts, roll_counts(r, logits[j, :len(r)]))
+    return counts
+
+
+def head(rolls: list, frames: int) -> list:
+    out, total = [], 0
+    for r in rolls:
+        if total >= frames:
+            break
+        out.append(r)
+        total += len(r)
+    return out
+
+
+def plot_roll_curves(history: list[dict], path: Path) -> None:
+    from .train import plot_curves
+
+    plot_curves(history, path, (("train_nll_per_frame", "train"), ("valid_nll_per_frame", "valid")),
+                "NLL per frame (nats, summed over the columns)")
+
+
+# --------------------------------------------------------------------------
+# Training
+
+
+def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
+    """Train (or resume) a piano-roll model into the run directory; returns the final state."""
+    from .train import RunDir, load_model, quiet_tensorflow, reseed_layers, resolve_config, tf_dataset
+
+    quiet_tensorflow()
+    import keras
+
+    run = RunDir(out)
+    given = {k: v for k, v in given.items() if not (k == "format" and v is None)}
+    cfg = settle(resolve_config(run, resume, given, RollConfig, FROZEN))
+    enc = cfg.encoding()
+    rolls, failures = load_rolls(cfg.corpus, enc, limit=cfg.max_pieces, log=log)
+    for f in failures:
+        log(f"abcgen: skipped {f}")
+    if failures:
+        log(f"abcgen: {len(failures)} piece(s) could not be rendered to rolls (listed above)")
+    if cfg.max_pieces and is_jsb(cfg.corpus):
+        rolls = {s: rs[:cfg.max_pieces] for s, rs in rolls.items()}
+    if not rolls["train"] or not rolls["valid"]:
+        raise InputError(f"corpus {cfg.corpus!r} has {len(rolls['train'])} train and "
+                         f"{len(rolls['valid'])} valid pieces; training needs both")
+    run.path.mkdir(parents=True, exist_ok=True)
+
+    if resume:
+        state = run.read_json("state.json")
+        from .train import strategy_scope
+
+        with strategy_scope(cfg):
+            model = load_model(run.path / state["checkpoint"])
+        model.optimizer.learning_rate.assign(state["lr"])
+        log(f"resuming {run.path} after epoch {state['epoch']} (lr {state['lr']:.3g})")
+    else:
+        model = new_model(cfg, enc.width)
+        init_output_bias(model, rolls["train"])
+        state = {"epoch": 0, "best_valid": None, "best_epoch": 0, "bad_epochs": 0, "lr": cfg.lr,
+                 "history": [], "stopped": None}
+    run.write_json("config.json", asdict(cfg))
+    nrep = 1
+    if cfg.distribute == "mirrored":
+        from .train import replicas
+
+        nrep = replicas(cfg)
+    train_eval = head(rolls["train"], TRAIN_EVAL_FRAMES)
+    nframes = {s: sum(len(r) for r in rolls[s]) for s in SPLITS}
+    log(f"{cfg.corpus}: {len(rolls['train'])} train pieces ({nframes['train']:,} frames), "
+        f"{len(rolls['valid'])} valid ({nframes['valid']:,}); roll {enc.to_dict()}, {enc.width} columns; "
+        f"model {cfg.layers}x{cfg.hidden}, {model.count_params():,} parameters; "
+        f"loss {cfg.loss}, pos_weight {cfg.pos_weight}")
+
+    history = state["history"]
+    epoch = state["epoch"]
+    try:
+        while epoch < cfg.epochs and state["stopped"] is None:
+            epoch += 1
+            keras.utils.set_random_seed(cfg.seed * 1000 + epoch)
+            reseed_layers(model, cfg.seed * 1000 + epoch)
+            x, y = epoch_windows(rolls["train"], cfg, epoch)
+            t0 = time.monotonic()
+            with contextlib.redirect_stdout(sys.stderr):
+                h = model.fit(tf_dataset(x, y, cfg.batch_size, nrep), epochs=1, shuffle=False,
+                              verbose=1 if sys.stderr.isatty() else 0)
+            wall = time.monotonic() - t0
+            tm = roll_metrics(evaluate_rolls(model, train_eval))
+            vm = roll_metrics(evaluate_rolls(model, rolls["valid"]))
+            row = {"epoch": epoch, "train_loss": round(float(h.history["loss"][-1]), 6)}
+            for prefix, m in (("train", tm), ("valid", vm)):
+                row.update({
+                    f"{prefix}_accuracy": round(m["accuracy"], 6),
+                    f"{prefix}_fp": m["fp"],
+                    f"{prefix}_fn": m["fn"],
+                    f"{prefix}_nll_per_frame": round(m["nll_per_frame"], 5),
+                    f"{prefix}_frame_accuracy": round(m["frame_accuracy"], 5),
+                })
+            row.update(lr=float(state["lr"]), wall_s=round(wall, 1), frames_per_s=round(x.shape[0] * x.shape[1] / wall, 1))
+            history.append(row)
+            vnll = vm["nll_per_frame"]
+            improved = state["best_valid"] is None or vnll < state["best_valid"]
+            if improved:
+                state.update(best_valid=vnll, best_epoch=epoch, bad_epochs=0)
+                run.save_model(model, "best.keras")
+                export_npz(model, run.path / "model.npz",
+                           {"config": asdict(cfg), "encoding": enc.to_dict(), "epoch": epoch,
+                            "valid_nll_per_frame": row["valid_nll_per_frame"]})
+            else:
+                state["bad_epochs"] += 1
+                state["lr"] = state["lr"] * 0.5
+                model.optimizer.learning_rate.assign(state["lr"])
+                if state["bad_epochs"] >= cfg.patience:
+                    state["stopped"] = (f"early stop after epoch {epoch}: valid NLL did not improve "
+                                        f"for {cfg.patience} epochs")
+            state["epoch"] = epoch
+            state["history"] = history
+            run.checkpoint(model, state)
+            run.write_metrics(history, plot=plot_roll_curves)
+            log(f"epoch {epoch}: train loss {row['train_loss']:.5f}; valid NLL {vnll:.4f}/frame, "
+                f"frame accuracy {100 * vm['frame_accuracy']:.2f} %, FP {vm['fp']}, FN {vm['fn']}"
+                f"{' (best)' if improved else ''}; {row['frames_per_s']:.0f} frames/s")
+    except KeyboardInterrupt:
+        run.save_model(model, "interrupted.keras")
+        log(f"interrupted in epoch {epoch}: weights saved to {run.path / 'interrupted.keras'}; "
+            f"--resume continues from the checkpoint of epoch {state['epoch']}")
+        raise
+    if state["stopped"]:
+        log(state["stopped"])
+    if (run.path / "best.keras").is_file() and rolls["test"]:
+        r = evaluate_run(run.path, split="test", rolls=rolls)
+        run.write_json("test.json", r)
+        log(format_report(r))
+    return state
+
+
+# --------------------------------------------------------------------------
+# Evaluation of a run
+
+
+def evaluate_run(run_dir: Path, *, corpus: str | None = None, split: str = "test", rolls=None,
+                 log=None) -> dict:
+    """NLL per frame and frame accuracy of a run's best checkpoint on one split."""
+    from .train import RunDir, load_model, quiet_tensorflow
+
+    if split not in SPLITS:
+        raise InputError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    run = RunDir(run_dir)
+    cfg = RollConfig.from_dict(run.read_json("config.json"))
+    corpus = corpus or cfg.corpus
+    if rolls is None:
+        rolls, _ = load_rolls(corpus, cfg.encoding(), limit=cfg.max_pieces, log=log)
+        if cfg.max_pieces and is_jsb(corpus):
+            rolls = {s: rs[:cfg.max_pieces] for s, rs in rolls.items()}
+    pieces = rolls[split]
+    if not pieces:
+        raise InputError(f"corpus {corpus!r} has no pieces in split {split!r}")
+    best = run.path / "best.keras"
+    if not best.is_file():
+        raise InputError(f"{run.path} has no best.keras yet (no epoch finished)")
+    quiet_tensorflow()
+    model = load_model(best)
+    m = roll_metrics(evaluate_rolls(model, pieces))
+    state = run.read_json("state.json") if run.exists() else {}
+    return {"format": "pianoroll", "model": str(run.path), "corpus": corpus, "split": split,
+            "pieces": len(pieces), "frames": sum(len(p) for p in pieces),
+            "encoding": cfg.encoding().to_dict(), "layers": cfg.layers, "hidden": cfg.hidden,
+            "window": cfg.window, "loss": cfg.loss, "pos_weight": cfg.pos_weight,
+            "best_epoch": state.get("best_epoch"),
+            "nll_per_frame": round(m["nll_per_frame"], 4),
+            "frame_accuracy_pct": round(100 * m["frame_accuracy"], 2),
+            "accuracy": round(m["accuracy"], 6), "fp": m["fp"], "fn": m["fn"]}
+
+
+def format_report(r: dict) -> str:
+    lines = [f"{r['split']} split of {r['corpus']}: {r['pieces']} pieces, {r['frames']:,} frames",
+             f"  LSTM {r['layers']}x{r['hidden']} (window {r['window']}, {r['loss']}, pos_weight "
+             f"{r['pos_weight']}, epoch {r['best_epoch']}): NLL {r['nll_per_frame']:.3f} per frame, "
+             f"frame accuracy {r['frame_accuracy_pct']:.2f} %, FP {r['fp']}, FN {r['fn']}"]
+    if is_jsb(r["corpus"]) and r["split"] == "test":
+        lines.append("  published (JSB test):")
+        for name, nll, acc in PUBLISHED:
+            lines.append(f"    {name}: NLL {nll:.2f}" + (f", frame accuracy {acc:.2f} %" if acc else ""))
+    return "\n".join(lines)
