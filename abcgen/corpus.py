@@ -35,8 +35,9 @@ SCORE_EXTS = {".mid", ".midi", ".musicxml", ".xml", ".mxl"}
 TRANSPOSE_CHOICES = ("none", "C", "all")
 CACHE_FORMAT = 1
 # The modules whose code decides a tune's canonical text (see _code_fingerprint).
-CANON_CODE = ("abc/reader.py", "abc/writer.py", "abc/tokens.py", "notes.py", "transpose.py",
-              "midi.py", "convert.py")
+CANON_CODE = ("abc/reader.py", "abc/writer.py", "abc/tokens.py", "notes.py", "transpose.py")
+# ... and, for a corpus with MIDI or MusicXML files, the code that reads those.
+SCORE_CODE = ("midi.py", "convert.py")
 
 
 @dataclass
@@ -273,7 +274,8 @@ def cache_root() -> Path:
 def fingerprint(m: Manifest, files: list, transpose: str) -> str:
     h = hashlib.sha256()
     h.update(f"abcgen {__version__} cache {CACHE_FORMAT} transpose {transpose}\n".encode())
-    h.update(_code_fingerprint())
+    scores = any(f.suffix.lower() != ".abc" for _, f in files)
+    h.update(_code_fingerprint(CANON_CODE + (SCORE_CODE if scores else ())))
     h.update(m.text.encode())
     h.update(json.dumps([m.valid, m.test, m.salt]).encode())
     for label, f in files:
@@ -282,12 +284,12 @@ def fingerprint(m: Manifest, files: list, transpose: str) -> str:
     return h.hexdigest()
 
 
-def _code_fingerprint() -> bytes:
+def _code_fingerprint(modules) -> bytes:
     """The bytes of the code that turns a source into canonical text: a change to the
     reader, writer or tokenizer makes a new cache instead of serving stale tunes."""
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for rel in CANON_CODE:
+    for rel in modules:
         h.update(rel.encode() + b"\0" + (here / rel).read_bytes())
     return h.digest()
 
