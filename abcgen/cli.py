@@ -195,6 +195,7 @@ def check_midi_roundtrip(
     midi2abc: bool = typer.Option(True, "--midi2abc/--no-midi2abc",
                                   help="Measure midi2abc (Debian abcmidi) on the same files."),
     repeats: bool = typer.Option(True, "--repeats/--no-repeats", help="Recover repeats in the MIDI import."),
+    abc2midi: bool = typer.Option(False, "--abc2midi", help="Also play abcgen's ABC with abc2midi and compare."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
     json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
 ):
@@ -204,7 +205,8 @@ def check_midi_roundtrip(
     if limit < 0 or jitter < 0:
         fail("--limit and --jitter must not be negative")
     report = midi_check.run(corpus, limit=limit, grid=grid, triplets=triplets, jitter=jitter,
-                            use_midi2abc=midi2abc, jobs=jobs, log=log, repeats=repeats)
+                            use_midi2abc=midi2abc, jobs=jobs, log=log, repeats=repeats,
+                            use_abc2midi=abc2midi)
     print(midi_check.format_report(report))
     if json_out:
         print_json_last(report["summary"])

@@ -66,6 +66,25 @@ folk tunes (``K:Ador`` rather than ``K:Gmaj``).  Pitches are spelled for the
 key (D# not Eb in E minor) and chromatic steps the way they move (``G^FG`` but
 ``G_GF`` in F major): see ``spell_events``.
 
+Repeats.  A MIDI file plays repeats out; after quantizing, a section played
+twice in a row is written once between ``|:`` and ``:|`` (``repeats=False``
+writes every bar as played).  Two bars are equal when every part sounds the
+same pitches at the same places in them, with the same durations and ties,
+and the bars have one length and meter.  A section is L >= 2 bars with bars
+i..i+L equal to the next L; or, for L >= 4, equal but for the last k <= L/4
+bars of each pass, written as first and second endings.  The search is
+greedy, left to right: at each bar the section of a usual folk part length
+(4, 8 or 16 bars) wins, then the longest, then the one with the fewest
+ending bars, and the search goes on after its second pass (so a tune played
+through twice, AABB AABB, is written as four repeated parts, not one
+32-bar section).  A section may not start where a tie runs in from the bar
+before (nor an ending), and may not hold a change of meter or key.  The
+pickup stays outside the repeat: it is a short first bar, no other bar
+equals it, so the repeat starts at the first full bar and the first
+ending holds the notes that lead back to it (``D|:GAB ...|1 G3 G2D:|2 G3 G2d|``).
+Bars are compared after quantizing, so the written notes, repeats played
+out, are exactly the notes of the unrepeated version.
+
 Tempo and title.  The first tempo event becomes a MetronomeMark (a dotted
 quarter beat in compound meters) so the writer prints ``Q:``; the title is the
 sequence name (the name of the first chunk, as the MIDI spec defines it),
@@ -1112,7 +1131,21 @@ def _repeat_plan(per_bar_parts: list, bars: list[_Bar], t0: Fraction, end: Fract
                 cut.add(j)
         keys.append(tuple(key))
     breaks = {j for j in range(1, len(bars)) if bars[j].ts != bars[j - 1].ts} | set(key_changes)
-    return find_repeats(keys, frozenset(cut), frozenset(breaks))
+    plan = find_repeats(keys, frozenset(cut), frozenset(breaks))
+    if plan and _plain_bar_lines(len(bars), plan) < 2:
+        return []         # music21 reads ABC with fewer than two plain bar lines as one bar, repeats lost
+    return plan
+
+
+def _plain_bar_lines(n: int, plan: list[Repeat]) -> int:
+    """How many of the written bar lines are plain ``|`` (or ``|1``): no repeat mark on either side."""
+    skip, opens, closes = set(), set(), set()
+    for r in plan:
+        skip.update(range(r.start + r.length, r.start + 2 * r.length - r.ending))
+        opens.add(r.start)
+        closes.add(r.start + r.length - 1)
+    written = [j for j in range(n) if j not in skip]
+    return sum(1 for a, b in zip(written, written[1:]) if a not in closes and b not in opens)
 
 
 def _build_part(per_bar: list, bars: list[_Bar], grid: _Grid, t0: Fraction, end: Fraction,

@@ -5,7 +5,13 @@ For each sampled tune of a corpus: parse the ABC, render it to MIDI the way
 turn the MIDI back into ABC (``load_midi`` + the canonical writer), parse that
 ABC again and compare its notes with the source's: (onset, duration, pitch)
 of every sounding note, ties merged, voices merged, onsets counted from the
-first note, repeats of the source expanded as music21 plays them.
+first note, repeats expanded as music21 plays them (the source's, and those
+the import writes back: see ``abcgen.midi``, "Repeats").  The report also
+counts, of the tunes whose source has repeat marks (``:|``), those whose
+converted ABC has them too, and those with as many.  With ``abc2midi`` the
+converted ABC of every exact tune also goes through abc2midi, which plays
+repeats and endings itself: its notes must be the source's too (onsets and
+ends within abc2midi's few ticks, as in ``abcgen.roundtrip``).
 
 A tune is *exact* when the two note lists are equal; *notes exact* is the
 multiset intersection over the source's notes.  Tunes are split by whether
@@ -101,7 +107,8 @@ def repeat_ends(score) -> int:
 
 
 def check_tune(tune, *, grid: str = "1/16", triplets: bool = True, jitter: float = 0.0,
-               use_midi2abc: bool = False, workdir: str, seed: int = 0, repeats: bool = True) -> dict:
+               use_midi2abc: bool = False, workdir: str, seed: int = 0, repeats: bool = True,
+               use_abc2midi: bool = False) -> dict:
     """The whole measurement of one tune; a dict of outcomes (runs in worker processes)."""
     from .convert import score_to_midi
     from .midi import load_midi, parse_midi_bytes
@@ -161,7 +168,23 @@ def check_tune(tune, *, grid: str = "1/16", triplets: bool = True, jitter: float
             continue
         r[f"{who}_status"] = "exact" if got == want else difference(want, got)
         r[f"{who}_right"] = _notes_right(want, got)
+        if who == "abcgen" and use_abc2midi:
+            r["abc2midi_agrees"] = _abc2midi_agrees(abc, want, workdir)
     return r
+
+
+def _abc2midi_agrees(abc: str, want: list, workdir: str) -> bool:
+    """abc2midi (which plays repeats itself) plays ``abc`` to the notes ``want``, onsets and ends."""
+    from .roundtrip import abc2midi_check, notes_agree
+
+    sub = os.path.join(workdir, "abc2midi")
+    os.makedirs(sub, exist_ok=True)
+    res = abc2midi_check(abc, sub)
+    if res["rc"] != 0 or res["errors"] or not res["notes"]:
+        return False
+    t0 = min(n[0] for n in res["notes"])
+    theirs = sorted((on - t0, d, p) for on, d, p in res["notes"])
+    return notes_agree(want, theirs) == (True, True)
 
 
 _WORKDIR = None
@@ -195,7 +218,8 @@ def sample_tunes(spec: str, limit: int) -> tuple[str, list, int]:
 
 
 def run(spec: str = "folk", *, limit: int = 1000, grid: str = "1/16", triplets: bool = True,
-        jitter: float = 0.0, use_midi2abc: bool = True, jobs: int = 0, log=None, repeats: bool = True) -> dict:
+        jitter: float = 0.0, use_midi2abc: bool = True, jobs: int = 0, log=None, repeats: bool = True,
+        use_abc2midi: bool = False) -> dict:
     from .corpus import parallel_map
     from .midi import _parse_grid
 
@@ -203,7 +227,10 @@ def run(spec: str = "folk", *, limit: int = 1000, grid: str = "1/16", triplets: 
     if use_midi2abc and shutil.which("midi2abc") is None:
         raise AbcgenError("midi2abc is not installed (Debian: apt-get install abcmidi); or pass --no-midi2abc")
     name, tunes, total = sample_tunes(spec, limit)
-    opts = dict(grid=grid, triplets=triplets, jitter=jitter, use_midi2abc=use_midi2abc, repeats=repeats)
+    if use_abc2midi and shutil.which("abc2midi") is None:
+        raise AbcgenError("abc2midi is not installed (Debian: apt-get install abcmidi); or leave out --abc2midi")
+    opts = dict(grid=grid, triplets=triplets, jitter=jitter, use_midi2abc=use_midi2abc, repeats=repeats,
+                use_abc2midi=use_abc2midi)
     jobs = jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
     results = parallel_map(_work, [(t, opts, i) for i, t in enumerate(tunes)], jobs, progress="midi")
@@ -240,6 +267,12 @@ def summarize(results: list[dict], use_midi2abc: bool) -> dict:
         d["mean_s_per_file"] = round(sum(secs) / len(secs), 5) if secs else None
         d["files_per_s_per_core"] = round(len(secs) / sum(secs), 2) if secs and sum(secs) else None
         d["repeats"] = _repeat_figures(measured, who)
+        if who == "abcgen" and any("abc2midi_agrees" in r for r in measured):
+            ex = [r for r in measured if r["abcgen_status"] == "exact"]
+            rp = [r for r in ex if r.get("abcgen_repeats")]
+            a, b = sum(r["abc2midi_agrees"] for r in ex), sum(r["abc2midi_agrees"] for r in rp)
+            d["abc2midi"] = {"exact_tunes": len(ex), "agree": a, "agree_pct": _share(a, len(ex)),
+                             "with_repeats": len(rp), "with_repeats_agree": b}
         d["mismatch"] = dict(Counter(r[f"{who}_status"] for r in measured
                                      if r[f"{who}_status"] != "exact").most_common())
         for r in measured:
@@ -287,6 +320,11 @@ def format_report(rep: dict) -> str:
             lines.append(f"  speed: {1000 * d['mean_s_per_file']:.1f} ms per file = "
                          f"{d['files_per_s_per_core']:.1f} files/s per core, "
                          f"{d['files_per_s_per_core'] * s['jobs']:.1f} files/s on {s['jobs']} cores")
+        am = d.get("abc2midi")
+        if am:
+            lines.append(f"  abc2midi plays {am['agree']}/{am['exact_tunes']} = {am['agree_pct']:.2f} % of the exact "
+                         f"tunes' ABC to the source's notes ({am['with_repeats_agree']}/{am['with_repeats']} "
+                         f"of those with repeat marks)")
         rp = d.get("repeats")
         if rp:
             lines.append(f"  repeats: {rp['recovered']}/{rp['source_tunes']} = {rp['recovered_pct']:.2f} % of the "
