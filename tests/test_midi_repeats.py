@@ -271,3 +271,17 @@ def test_too_few_plain_bar_lines_for_music21_means_no_repeat(tmp_path):
     abc = write_abc(load_midi(path))
     assert ":" not in abc.split("K:")[1]
     assert played_back(abc) == plain(notes)
+
+
+def test_repeat_after_a_bare_capital_note_reads_back_in_music21(tmp_path):
+    # Essen's "Die Rheinbraut" (ballad20 X:67), its two-bar first line sung twice:
+    # "...EEz3G::GGc" would be read by music21 as a field G: to the end of the line.
+    from abcgen.convert import score_to_midi
+
+    src = parse_abc("X:1\nT:Rheinbraut\nM:6/8\nL:1/8\nK:C\nG|G2AF2G|EEz3|G|G2AF2G|EEz3|G|GGce2d|ccEG2|"
+                    "c|B2DF2A|G2CE2|G|GGce2d|ccEG2|c|B2DF2A|G2FE2|]\n")
+    path = write(tmp_path, score_to_midi(src), "rheinbraut.mid")
+    abc = write_abc(load_midi(path))
+    assert abc.endswith("K:Cmaj\nG|:G2A F2G|EEz3G:||:GGc e2d|ccE G2c|\nB2D F2A|1G2C E2G:|2G2F E2|]\n")
+    assert played_back(abc) == events(src)
+    abc2midi_agrees(abc, events(src), tmp_path)
