@@ -142,6 +142,9 @@ def convert(
     all_tracks: bool = typer.Option(False, "--all-tracks", help="MIDI in: every track as a voice."),
     meter: Optional[str] = typer.Option(None, "--meter", help="MIDI in: the meter, e.g. 6/8 (default: "
                                                              "the file's, else detected)."),
+    repeats: bool = typer.Option(True, "--repeats/--no-repeats",
+                                 help="MIDI in: write a section played twice once, with repeat marks "
+                                      "and endings (default), or every bar as played."),
     expand_repeats: bool = typer.Option(True, "--expand-repeats/--no-expand-repeats",
                                         help="MIDI out: play repeats and endings out (default), "
                                              "or every note once, as written."),
@@ -151,7 +154,8 @@ def convert(
 
     if output is not None and outdir is not None:
         fail("give -o FILE or -O DIR, not both")
-    midi_options = dict(grid=grid, triplets=triplets, track=track, all_tracks=all_tracks, meter=meter)
+    midi_options = dict(grid=grid, triplets=triplets, track=track, all_tracks=all_tracks, meter=meter,
+                        repeats=repeats)
     failures = convert_mod.convert(inputs, to=to, output=output, outdir=outdir, log=log,
                                    midi_options=midi_options, expand_repeats=expand_repeats)
     if failures:
@@ -190,6 +194,8 @@ def check_midi_roundtrip(
     jitter: float = typer.Option(0.0, "--jitter", help="Move every note-on/off by up to MS milliseconds."),
     midi2abc: bool = typer.Option(True, "--midi2abc/--no-midi2abc",
                                   help="Measure midi2abc (Debian abcmidi) on the same files."),
+    repeats: bool = typer.Option(True, "--repeats/--no-repeats", help="Recover repeats in the MIDI import."),
+    abc2midi: bool = typer.Option(False, "--abc2midi", help="Also play abcgen's ABC with abc2midi and compare."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
     json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
 ):
@@ -199,7 +205,8 @@ def check_midi_roundtrip(
     if limit < 0 or jitter < 0:
         fail("--limit and --jitter must not be negative")
     report = midi_check.run(corpus, limit=limit, grid=grid, triplets=triplets, jitter=jitter,
-                            use_midi2abc=midi2abc, jobs=jobs, log=log)
+                            use_midi2abc=midi2abc, jobs=jobs, log=log, repeats=repeats,
+                            use_abc2midi=abc2midi)
     print(midi_check.format_report(report))
     if json_out:
         print_json_last(report["summary"])

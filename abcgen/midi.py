@@ -66,6 +66,25 @@ folk tunes (``K:Ador`` rather than ``K:Gmaj``).  Pitches are spelled for the
 key (D# not Eb in E minor) and chromatic steps the way they move (``G^FG`` but
 ``G_GF`` in F major): see ``spell_events``.
 
+Repeats.  A MIDI file plays repeats out; after quantizing, a section played
+twice in a row is written once between ``|:`` and ``:|`` (``repeats=False``
+writes every bar as played).  Two bars are equal when every part sounds the
+same pitches at the same places in them, with the same durations and ties,
+and the bars have one length and meter.  A section is L >= 2 bars with bars
+i..i+L equal to the next L; or, for L >= 4, equal but for the last k <= L/4
+bars of each pass, written as first and second endings.  The search is
+greedy, left to right: at each bar the section of a usual folk part length
+(4, 8 or 16 bars) wins, then the longest, then the one with the fewest
+ending bars, and the search goes on after its second pass (so a tune played
+through twice, AABB AABB, is written as four repeated parts, not one
+32-bar section).  A section may not start where a tie runs in from the bar
+before (nor an ending), and may not hold a change of meter or key.  The
+pickup stays outside the repeat: it is a short first bar, no other bar
+equals it, so the repeat starts at the first full bar and the first
+ending holds the notes that lead back to it (``D|:GAB ...|1 G3 G2D:|2 G3 G2d|``).
+Bars are compared after quantizing, so the written notes, repeats played
+out, are exactly the notes of the unrepeated version.
+
 Tempo and title.  The first tempo event becomes a MetronomeMark (a dotted
 quarter beat in compound meters) so the writer prints ``Q:``; the title is the
 sequence name (the name of the first chunk, as the MIDI spec defines it),
@@ -1001,11 +1020,9 @@ def _element(pitches: list, names: list, ql: Fraction):
     return chord.Chord([_pitch(p, n) for p, n in zip(pitches, names)], quarterLength=ql)
 
 
-def _build_part(events, bars: list[_Bar], grid: _Grid, t0: Fraction, end: Fraction,
-                names: list, first_key, key_changes: dict, tempo_mark=None):
+def _bar_pieces(events, bars: list[_Bar], grid: _Grid, names: list) -> list[list]:
+    """Per bar: (start, end, pitches, spelling, tie) pieces, notes cut at bar lines and beat lines."""
     import bisect
-
-    from music21 import bar as m21bar, meter, stream, tie
 
     starts = [b.start for b in bars]
     per_bar: list = [[] for _ in bars]
@@ -1023,13 +1040,137 @@ def _build_part(events, bars: list[_Bar], grid: _Grid, t0: Fraction, end: Fracti
             if len(pieces) > 1:
                 kind = "start" if k == 0 else "stop" if k == len(pieces) - 1 else "continue"
             per_bar[i].append((x, y, pitches, spelled, kind))
+    for pieces in per_bar:
+        pieces.sort(key=lambda e: e[0])
+    return per_bar
+
+
+# --------------------------------------------------------------------------
+# Repeats
+
+
+USUAL_PART_BARS = (4, 8, 16)
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """Bars ``start .. start+2*length`` play one section twice; the last ``ending`` bars of each pass differ.
+
+    Written: bars ``start .. start+length`` once between ``|:`` and ``:|``,
+    the last ``ending`` of them as the first ending, then bars
+    ``start+2*length-ending .. start+2*length`` as the second ending.
+    """
+
+    start: int
+    length: int
+    ending: int = 0
+
+
+def find_repeats(keys: list, cut=frozenset(), breaks=frozenset(), min_length: int = 2) -> list[Repeat]:
+    """Sections played twice in a row, from bar signatures (any hashable per bar).
+
+    ``keys[j]`` stands for everything bar j sounds (so equal keys, equal
+    bars); ``cut``: bars that a tie runs into (no repeat or ending may start
+    there); ``breaks``: bars where the meter or key changes (no section may
+    hold one past its first bar).  Greedy, left to right: at each bar the
+    candidate sections starting there are ``keys[i:i+L] == keys[i+L:i+2L]``
+    for L >= ``min_length``, or, for L >= 4, the same with the last k <= L/4
+    bars of each pass different (first and second endings).  Of these, a
+    section of a usual folk part length (4, 8 or 16 bars) wins over any
+    other, then the longer one, then the one with fewer ending bars; the
+    search goes on after the second pass.
+    """
+    n = len(keys)
+    out: list = []
+    i = 0
+    while i < n:
+        best = None
+        if i not in cut:
+            nb = next((b for b in sorted(breaks) if b > i), n + 1)
+            for length in range(min(n - i, nb - i) // 2, min_length - 1, -1):
+                rank = (length in USUAL_PART_BARS, length)
+                if best is not None and rank <= (best.length in USUAL_PART_BARS, best.length):
+                    continue
+                k = _ending(keys, i, length, cut)
+                if k is not None:
+                    best = Repeat(i, length, k)
+        if best is None:
+            i += 1
+        else:
+            out.append(best)
+            i = best.start + 2 * best.length
+    return out
+
+
+def _ending(keys: list, i: int, length: int, cut) -> int | None:
+    """The fewest ending bars that make bars i.. a section of ``length`` played twice; None if none do."""
+    same = 0
+    while same < length and keys[i + same] == keys[i + length + same]:
+        same += 1
+    k = length - same
+    if k == 0:
+        return 0
+    if length < 4 or k > length // 4:
+        return None
+    if i + length - k in cut or i + 2 * length - k in cut:
+        return None
+    return k
+
+
+def _repeat_plan(per_bar_parts: list, bars: list[_Bar], t0: Fraction, end: Fraction,
+                 key_changes: dict) -> list[Repeat]:
+    """The repeats of a tune from its bars, every part the same (see ``find_repeats``)."""
+    keys, cut = [], set()
+    for j, bar in enumerate(bars):
+        lo, hi = max(bar.start, t0), min(bar.end, end)
+        key = [bar.ts, bar.length, lo - bar.start, hi - bar.start]
+        for per_bar in per_bar_parts:
+            pieces = per_bar[j]
+            key.append(tuple((x - bar.start, y - bar.start, tuple(p), kind) for x, y, p, _n, kind in pieces))
+            if any(x == bar.start and kind in ("stop", "continue") for x, _y, _p, _n, kind in pieces):
+                cut.add(j)
+        keys.append(tuple(key))
+    breaks = {j for j in range(1, len(bars)) if bars[j].ts != bars[j - 1].ts} | set(key_changes)
+    plan = find_repeats(keys, frozenset(cut), frozenset(breaks))
+    if plan and _plain_bar_lines(len(bars), plan) < 2:
+        return []         # music21 reads ABC with fewer than two plain bar lines as one bar, repeats lost
+    return plan
+
+
+def _plain_bar_lines(n: int, plan: list[Repeat]) -> int:
+    """How many of the written bar lines are plain ``|`` (or ``|1``): no repeat mark on either side."""
+    skip, opens, closes = set(), set(), set()
+    for r in plan:
+        skip.update(range(r.start + r.length, r.start + 2 * r.length - r.ending))
+        opens.add(r.start)
+        closes.add(r.start + r.length - 1)
+    written = [j for j in range(n) if j not in skip]
+    return sum(1 for a, b in zip(written, written[1:]) if a not in closes and b not in opens)
+
+
+def _build_part(per_bar: list, bars: list[_Bar], grid: _Grid, t0: Fraction, end: Fraction,
+                first_key, key_changes: dict, tempo_mark=None, repeats=()):
+    from music21 import bar as m21bar, meter, spanner, stream, tie
+
+    skip: set = set()
+    opens, closes, endings = set(), set(), {}
+    for r in repeats:
+        a, length, k = r.start, r.length, r.ending
+        skip.update(range(a + length, a + 2 * length - k))
+        opens.add(a)
+        closes.add(a + length - 1)
+        if k:
+            endings[a + length - k] = (1, k)
+            endings[a + 2 * length - k] = (2, k)
 
     part = stream.Part()
     prev_ts = None
     number = 1
+    pos_in_part = Fraction(0)
+    measures = []
     for i, bar in enumerate(bars):
         lo, hi = max(bar.start, t0), min(bar.end, end)
-        if lo >= hi:
+        if lo >= hi or i in skip:
             continue
         first = prev_ts is None
         pickup = first and lo > bar.start
@@ -1047,7 +1188,7 @@ def _build_part(events, bars: list[_Bar], grid: _Grid, t0: Fraction, end: Fracti
             m.insert(0, _copy_key(key_changes[i]))
         prev_ts = bar.ts
         pos = lo
-        for x, y, pitches, spelled, kind in sorted(per_bar[i], key=lambda e: e[0]):
+        for x, y, pitches, spelled, kind in per_bar[i]:
             if x > pos:
                 for ra, rb in _cuts(pos, x, bar, grid):
                     m.insert(ra - lo, _element([], [], rb - ra))
@@ -1059,10 +1200,19 @@ def _build_part(events, bars: list[_Bar], grid: _Grid, t0: Fraction, end: Fracti
         if pos < hi:
             for ra, rb in _cuts(pos, hi, bar, grid):
                 m.insert(ra - lo, _element([], [], rb - ra))
-        part.insert(lo - t0, m)
-    ms = list(part.getElementsByClass(stream.Measure))
-    if ms:
-        ms[-1].rightBarline = m21bar.Barline("final")
+        if i in opens:
+            m.leftBarline = m21bar.Repeat(direction="start")
+        if i in closes:
+            m.rightBarline = m21bar.Repeat(direction="end")
+        part.insert(pos_in_part, m)
+        pos_in_part += hi - lo
+        measures.append((i, m))
+    for n, (i, _m) in enumerate(measures):
+        if i in endings:
+            number, k = endings[i]
+            part.insert(0, spanner.RepeatBracket([mm for _j, mm in measures[n:n + k]], number=number))
+    if measures and not isinstance(measures[-1][1].rightBarline, m21bar.Repeat):
+        measures[-1][1].rightBarline = m21bar.Barline("final")
     return part
 
 
@@ -1087,7 +1237,7 @@ def _analyzed_key(events):
 
 
 def load_midi(path, *, grid=DEFAULT_GRID, triplets: bool = True, track: int | None = None,
-              all_tracks: bool = False, meter: str | None = None):
+              all_tracks: bool = False, meter: str | None = None, repeats: bool = True):
     """A MIDI file as a music21 Score that ``write_abc`` turns into hand-written-looking ABC.
 
     ``grid``: the shortest note, a fraction of a whole note (1/8, 1/16, 1/32).
@@ -1095,7 +1245,10 @@ def load_midi(path, *, grid=DEFAULT_GRID, triplets: bool = True, track: int | No
     ``track``: the track to read (numbered as the module doc says), else the
     melody.  ``all_tracks``: one Part per track (voices in the ABC); meter,
     pickup and key are still read from the melody, or from ``track`` when
-    given.  ``meter``: e.g. "6/8", overriding the file.  Raises InputError
+    given.  ``meter``: e.g. "6/8", overriding the file.  ``repeats``: write a
+    section played twice in a row once, between repeat marks (with first and
+    second endings where the passes end differently; see ``find_repeats``);
+    False writes every bar as played.  Raises InputError
     naming the file, in one line.
     """
     from music21 import metadata, stream
@@ -1146,9 +1299,11 @@ def load_midi(path, *, grid=DEFAULT_GRID, triplets: bool = True, track: int | No
     score = stream.Score()
     score.metadata = metadata.Metadata()
     score.metadata.title = mf.title or Path(file).stem
-    for n, (v, (g, evs)) in enumerate(zip(parts, quantized)):
-        part = _build_part(evs, bars, g, t0, end, spell_events(evs, k0), _copy_key(k0), key_changes,
-                           tempo_mark if n == 0 else None)
+    per_bar = [_bar_pieces(evs, bars, g, spell_events(evs, k0)) for g, evs in quantized]
+    plan = _repeat_plan(per_bar, bars, t0, end, key_changes) if repeats else []
+    for n, (v, (g, _evs)) in enumerate(zip(parts, quantized)):
+        part = _build_part(per_bar[n], bars, g, t0, end, _copy_key(k0), key_changes,
+                           tempo_mark if n == 0 else None, plan)
         if v.track.name:
             part.partName = v.track.name
         score.insert(0, part)

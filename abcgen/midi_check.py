@@ -5,7 +5,13 @@ For each sampled tune of a corpus: parse the ABC, render it to MIDI the way
 turn the MIDI back into ABC (``load_midi`` + the canonical writer), parse that
 ABC again and compare its notes with the source's: (onset, duration, pitch)
 of every sounding note, ties merged, voices merged, onsets counted from the
-first note, repeats of the source expanded as music21 plays them.
+first note, repeats expanded as music21 plays them (the source's, and those
+the import writes back: see ``abcgen.midi``, "Repeats").  The report also
+counts, of the tunes whose source has repeat marks (``:|``), those whose
+converted ABC has them too, and those with as many.  With ``abc2midi`` the
+converted ABC of every exact tune also goes through abc2midi, which plays
+repeats and endings itself: its notes must be the source's too (onsets and
+ends within abc2midi's few ticks, as in ``abcgen.roundtrip``).
 
 A tune is *exact* when the two note lists are equal; *notes exact* is the
 multiset intersection over the source's notes.  Tunes are split by whether
@@ -91,8 +97,18 @@ def _notes_right(want: list, got: list) -> int:
     return sum((Counter(want) & Counter(got)).values())
 
 
+def repeat_ends(score) -> int:
+    """How many sections end with a repeat mark (``:|``, ``::``) in the first part."""
+    from music21 import bar, stream
+
+    parts = list(score.parts) or [score]
+    return sum(1 for m in parts[0].getElementsByClass(stream.Measure)
+               if isinstance(m.rightBarline, bar.Repeat) and m.rightBarline.direction == "end")
+
+
 def check_tune(tune, *, grid: str = "1/16", triplets: bool = True, jitter: float = 0.0,
-               use_midi2abc: bool = False, workdir: str, seed: int = 0) -> dict:
+               use_midi2abc: bool = False, workdir: str, seed: int = 0, repeats: bool = True,
+               use_abc2midi: bool = False) -> dict:
     """The whole measurement of one tune; a dict of outcomes (runs in worker processes)."""
     from .convert import score_to_midi
     from .midi import load_midi, parse_midi_bytes
@@ -120,6 +136,7 @@ def check_tune(tune, *, grid: str = "1/16", triplets: bool = True, jitter: float
     r["status"] = "measured"
     r["notes"] = len(want)
     r["on_grid"] = on_grid(want)
+    r["source_repeats"] = repeat_ends(src)
     if jitter:
         data = jittered(parse_midi_bytes(data), jitter, seed)
     path = os.path.join(workdir, "tune.mid")
@@ -130,14 +147,19 @@ def check_tune(tune, *, grid: str = "1/16", triplets: bool = True, jitter: float
         t = time.perf_counter()
         try:
             if who == "abcgen":
-                abc = write_abc(load_midi(path, grid=grid, triplets=triplets, all_tracks=several))
+                abc = write_abc(load_midi(path, grid=grid, triplets=triplets, all_tracks=several,
+                                          repeats=repeats))
             else:
                 p = subprocess.run(["midi2abc", "-f", path], capture_output=True, text=True, timeout=60)
                 if p.returncode != 0:
                     raise RuntimeError(f"midi2abc exit {p.returncode}: {p.stderr.strip()[:100]}")
                 abc = p.stdout
             r[f"{who}_s"] = time.perf_counter() - t
-            got = merged_events(parse_abc(abc))
+            back = parse_abc(abc)
+            r[f"{who}_repeats"] = repeat_ends(back)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = merged_events(played(back))
         except Exception as e:
             r[f"{who}_s"] = r.get(f"{who}_s", time.perf_counter() - t)
             r[f"{who}_status"] = "conversion or reading back failed"
@@ -146,7 +168,23 @@ def check_tune(tune, *, grid: str = "1/16", triplets: bool = True, jitter: float
             continue
         r[f"{who}_status"] = "exact" if got == want else difference(want, got)
         r[f"{who}_right"] = _notes_right(want, got)
+        if who == "abcgen" and use_abc2midi:
+            r["abc2midi_agrees"] = _abc2midi_agrees(abc, want, workdir)
     return r
+
+
+def _abc2midi_agrees(abc: str, want: list, workdir: str) -> bool:
+    """abc2midi (which plays repeats itself) plays ``abc`` to the notes ``want``, onsets and ends."""
+    from .roundtrip import abc2midi_check, notes_agree
+
+    sub = os.path.join(workdir, "abc2midi")
+    os.makedirs(sub, exist_ok=True)
+    res = abc2midi_check(abc, sub)
+    if res["rc"] != 0 or res["errors"] or not res["notes"]:
+        return False
+    t0 = min(n[0] for n in res["notes"])
+    theirs = sorted((on - t0, d, p) for on, d, p in res["notes"])
+    return notes_agree(want, theirs) == (True, True)
 
 
 _WORKDIR = None
@@ -180,7 +218,8 @@ def sample_tunes(spec: str, limit: int) -> tuple[str, list, int]:
 
 
 def run(spec: str = "folk", *, limit: int = 1000, grid: str = "1/16", triplets: bool = True,
-        jitter: float = 0.0, use_midi2abc: bool = True, jobs: int = 0, log=None) -> dict:
+        jitter: float = 0.0, use_midi2abc: bool = True, jobs: int = 0, log=None, repeats: bool = True,
+        use_abc2midi: bool = False) -> dict:
     from .corpus import parallel_map
     from .midi import _parse_grid
 
@@ -188,14 +227,17 @@ def run(spec: str = "folk", *, limit: int = 1000, grid: str = "1/16", triplets: 
     if use_midi2abc and shutil.which("midi2abc") is None:
         raise AbcgenError("midi2abc is not installed (Debian: apt-get install abcmidi); or pass --no-midi2abc")
     name, tunes, total = sample_tunes(spec, limit)
-    opts = dict(grid=grid, triplets=triplets, jitter=jitter, use_midi2abc=use_midi2abc)
+    if use_abc2midi and shutil.which("abc2midi") is None:
+        raise AbcgenError("abc2midi is not installed (Debian: apt-get install abcmidi); or leave out --abc2midi")
+    opts = dict(grid=grid, triplets=triplets, jitter=jitter, use_midi2abc=use_midi2abc, repeats=repeats,
+                use_abc2midi=use_abc2midi)
     jobs = jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
     results = parallel_map(_work, [(t, opts, i) for i, t in enumerate(tunes)], jobs, progress="midi")
     wall = time.perf_counter() - t0
     rep = summarize(results, use_midi2abc)
     rep["summary"].update(corpus=name, corpus_tunes=total, sampled=len(tunes), grid=grid, triplets=triplets,
-                          jitter_ms=jitter, jobs=jobs, wall_s=round(wall, 1))
+                          jitter_ms=jitter, repeats=repeats, jobs=jobs, wall_s=round(wall, 1))
     return rep
 
 
@@ -224,6 +266,13 @@ def summarize(results: list[dict], use_midi2abc: bool) -> dict:
         secs = [r[f"{who}_s"] for r in measured if f"{who}_s" in r]
         d["mean_s_per_file"] = round(sum(secs) / len(secs), 5) if secs else None
         d["files_per_s_per_core"] = round(len(secs) / sum(secs), 2) if secs and sum(secs) else None
+        d["repeats"] = _repeat_figures(measured, who)
+        if who == "abcgen" and any("abc2midi_agrees" in r for r in measured):
+            ex = [r for r in measured if r["abcgen_status"] == "exact"]
+            rp = [r for r in ex if r.get("abcgen_repeats")]
+            a, b = sum(r["abc2midi_agrees"] for r in ex), sum(r["abc2midi_agrees"] for r in rp)
+            d["abc2midi"] = {"exact_tunes": len(ex), "agree": a, "agree_pct": _share(a, len(ex)),
+                             "with_repeats": len(rp), "with_repeats_agree": b}
         d["mismatch"] = dict(Counter(r[f"{who}_status"] for r in measured
                                      if r[f"{who}_status"] != "exact").most_common())
         for r in measured:
@@ -235,11 +284,24 @@ def summarize(results: list[dict], use_midi2abc: bool) -> dict:
     return {"summary": s, "examples": dict(examples)}
 
 
+def _repeat_figures(measured: list[dict], who: str) -> dict:
+    """Of the source tunes with repeat marks: how many converted tunes have them too, and as many."""
+    ok = [r for r in measured if f"{who}_repeats" in r]
+    src = [r for r in ok if r["source_repeats"]]
+    kept = sum(1 for r in src if r[f"{who}_repeats"])
+    same = sum(1 for r in src if r[f"{who}_repeats"] == r["source_repeats"])
+    added = sum(1 for r in ok if not r["source_repeats"] and r[f"{who}_repeats"])
+    return {"source_tunes": len(src), "recovered": kept, "recovered_pct": _share(kept, len(src)),
+            "same_count": same, "same_count_pct": _share(same, len(src)),
+            "no_source_repeats": len(ok) - len(src), "added": added}
+
+
 def format_report(rep: dict) -> str:
     s = rep["summary"]
     lines = [f"MIDI round trip over corpus {s['corpus']}: {s['sampled']} of {s['corpus_tunes']} tunes "
              f"(spread evenly), grid {s['grid']}{' with triplets' if s['triplets'] else ''}, "
-             f"jitter {s['jitter_ms']:g} ms; {s['measured']} measured, {s['jobs']} worker(s), "
+             f"jitter {s['jitter_ms']:g} ms, repeats {'recovered' if s.get('repeats', True) else 'off'}; "
+             f"{s['measured']} measured, {s['jobs']} worker(s), "
              f"{s['wall_s']:.0f} s"]
     for k, v in s["left_out"].items():
         lines.append(f"  left out {v:5d}  {k}")
@@ -258,6 +320,17 @@ def format_report(rep: dict) -> str:
             lines.append(f"  speed: {1000 * d['mean_s_per_file']:.1f} ms per file = "
                          f"{d['files_per_s_per_core']:.1f} files/s per core, "
                          f"{d['files_per_s_per_core'] * s['jobs']:.1f} files/s on {s['jobs']} cores")
+        am = d.get("abc2midi")
+        if am:
+            lines.append(f"  abc2midi plays {am['agree']}/{am['exact_tunes']} = {am['agree_pct']:.2f} % of the exact "
+                         f"tunes' ABC to the source's notes ({am['with_repeats_agree']}/{am['with_repeats']} "
+                         f"of those with repeat marks)")
+        rp = d.get("repeats")
+        if rp:
+            lines.append(f"  repeats: {rp['recovered']}/{rp['source_tunes']} = {rp['recovered_pct']:.2f} % of the "
+                         f"tunes whose source has repeat marks have them ({rp['same_count']} = "
+                         f"{rp['same_count_pct']:.2f} % as many :| as the source); "
+                         f"{rp['added']} of {rp['no_source_repeats']} tunes without get some")
         for k, v in d["mismatch"].items():
             lines.append(f"    {v:5d}  {k}")
             for grid_note in ("", " (on the grid)"):

@@ -22,6 +22,7 @@ from abcgen.abc.writer import write_abc
 from abcgen.errors import InputError
 from abcgen.midi import load_midi, parse_midi_bytes, speller
 from abcgen.notes import note_events
+from abcgen.render import played
 from abcgen.smf import TPQ, chunk, conductor, keysig, mtrk, notes_track, smf, tempo, timesig
 
 # The bytes of every test file come from abcgen.smf, a small MIDI assembler.
@@ -59,8 +60,8 @@ def write(tmp_path, data: bytes, fname="tune.mid") -> Path:
 
 
 def events(score):
-    """(onset, length, midi) of the sounding notes, from the first note, parts merged."""
-    ev = [(on, d, p) for _part, on, d, p in note_events(score)]
+    """(onset, length, midi) of the sounding notes, repeats played out, from the first note, parts merged."""
+    ev = [(on, d, p) for _part, on, d, p in note_events(played(score))]
     t0 = min(e[0] for e in ev)
     return sorted((on - t0, d, p) for on, d, p in ev)
 

@@ -27,8 +27,9 @@ The canonical form, rule by rule:
 * Grace notes are dropped, as are chord symbols, decorations, slurs and
   lyrics: the canonical form keeps what sounds.
 * Bars: ``|``, ``||``, ``|]``, ``[|``, repeats ``|:``, ``:|`` and ``::`` (end
-  and start together; music21 misreads ``:|:``), endings ``|1``, ``:|2``
-  (``[2`` at the start of a line).
+  and start together; music21 misreads ``:|:``; ``:||:`` after a note letter
+  in capitals, since music21 reads ``G::`` as a field ``G:``), endings ``|1``,
+  ``:|2`` (``[2`` at the start of a line).
 * Spacing: no spaces except one before a note (or tuplet group) that starts on
   a beat of the meter, so beams follow the beat (``ABc def`` in 6/8).
 * Lines: four bars to a line (a pickup does not count).  Meter and key
@@ -365,7 +366,10 @@ class _PartWriter:
                 out.append(line + close)
                 line = _opening(nxt, self.brackets, line_start=True)
             else:
-                line += _join(close, _opening(nxt, self.brackets, line_start=False))
+                joined = _join(close, _opening(nxt, self.brackets, line_start=False))
+                if joined == "::" and line[-1:].isupper():
+                    joined = ":||:"     # music21 reads "G::" as a field G: to the end of the line
+                line += joined
         return out
 
 def _closing(m) -> str:
