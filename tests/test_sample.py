@@ -113,9 +113,43 @@ def test_cli_without_model_explains_and_imports_no_tensorflow(random_model):
                        capture_output=True, text=True)
     assert "TF False False False EXIT 0" in r.stderr, r.stderr
     assert r.stdout.startswith("X:1\n")
-    if not S.DEFAULT_MODEL.is_file():
-        r = subprocess.run([sys.executable, "-m", "abcgen", "sample"], capture_output=True, text=True)
-        assert r.returncode == 2 and "abcgen train" in r.stderr and "Traceback" not in r.stderr
+    # the shipped model, as a user runs it: no --model, still no TensorFlow
+    r = subprocess.run([sys.executable, "-c", probe, "sample", "-n", "1", "--seed", "4"],
+                       capture_output=True, text=True)
+    assert "TF False False False EXIT 0" in r.stderr, r.stderr
+    assert r.stdout.startswith("X:1\nT:abcgen default seed 4 tune 1\nM:")
+
+
+def test_no_shipped_model_says_how_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(S, "DEFAULT_MODEL", tmp_path / "absent.npz")
+    with pytest.raises(InputError, match="abcgen train"):
+        S.resolve_model(None)
+
+
+def test_shipped_model_writes_valid_tunes(tmp_path):
+    """The model in the package: compact, token level, and its tunes (with the mask) parse
+    with music21 and abc2midi and have every complete bar of the meter's length."""
+    from abcgen.abc.grammar import check_bars
+    from abcgen.abc.reader import split_book
+    from abcgen.step import load_npz
+
+    assert S.resolve_model(None) == S.DEFAULT_MODEL
+    assert S.DEFAULT_MODEL.stat().st_size < 8_000_000
+    weights, meta = load_npz(S.DEFAULT_MODEL)
+    assert meta["dtype"] == "float16" and meta["vocab"]["level"] == "token"
+    assert "abcgen train" in meta["note"]
+    m = S.Model(S.DEFAULT_MODEL)
+    book = S.generate(m, S.SampleOptions(count=6, seed=1, max_tokens=600))
+    assert book == S.generate(m, S.SampleOptions(count=6, seed=1, max_tokens=600))
+    tunes = split_book(book)
+    assert len(tunes) == 6
+    for t in tunes:
+        parse_abc(t.text)
+        if shutil.which("abc2midi"):
+            assert _abc2midi_ok(t.text, tmp_path), t.text
+        body = t.text.split("\n", 2)[2]             # from M: on, as the model wrote it
+        complete, wrong = check_bars(body)
+        assert complete > 0 and wrong == 0, t.text
 
 
 def test_sample_render_writes_sheet_music(random_model, tmp_path):
