@@ -138,12 +138,17 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
         m = S.Model(npz)
     r = {"hidden": hidden, "layers": layers, "vocab": len(vocab), "model": str(npz)}
 
-    def timed(count):
-        opts = S.SampleOptions(count=count, seed=1, max_tokens=tokens)
-        t0 = time.perf_counter()
-        texts = S.sample(m, opts)
-        dt = time.perf_counter() - t0
-        n = sum(len(vocab.encode(t, add_markers=False)) for t in texts)
+    def timed(count, at_least=2000):
+        """Tokens/s over whole samplings (seeds 1, 2, ...) of `count` tunes, until at
+        least `at_least` tokens: one short tune is too brief to time."""
+        n, dt, seed = 0, 0.0, 1
+        while n < at_least:
+            opts = S.SampleOptions(count=count, seed=seed, max_tokens=tokens)
+            t0 = time.perf_counter()
+            texts = S.sample(m, opts)
+            dt += time.perf_counter() - t0
+            n += sum(len(vocab.encode(t, add_markers=False)) for t in texts)
+            seed += 1
         return n / dt, n
 
     S.sample(m, S.SampleOptions(count=2, seed=0, max_tokens=20))  # warm-up
@@ -170,19 +175,20 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
     log(f"ratios: {r['ratio_1']:,.0f}x for one tune, {r['ratio_64']:,.0f}x at batch 64")
 
     # The whole process, as a user runs it.
-    # The child reports its own peak RSS: RUSAGE_CHILDREN would count the pages of
-    # this (TensorFlow-sized) process that the child shares between fork and exec.
-    probe = ("import resource, runpy, sys\n"
+    # The child reports its own peak RSS as VmHWM, the high-water mark of its own
+    # address space: getrusage's ru_maxrss survives exec on Linux, so it would report
+    # this TensorFlow-sized parent's size at fork time.
+    probe = ("import runpy, sys\n"
              "sys.argv = ['abcgen', 'sample', '--model', sys.argv[1], '--seed', '1']\n"
              "try:\n    runpy.run_module('abcgen', run_name='__main__')\n"
-             "finally:\n    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-             "file=sys.stderr)\n")
+             "finally:\n    hwm = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')]\n"
+             "    print('PEAK_RSS_KB', hwm[0] if hwm else 'nan', file=sys.stderr)\n")
     cmd = [sys.executable, "-c", probe, str(npz)]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     r["process_wall_s"] = time.perf_counter() - t0
     kb = [ln.split()[1] for ln in p.stderr.splitlines() if ln.startswith("PEAK_RSS_KB")]
-    r["process_peak_rss_mb"] = int(kb[0]) / 1024 if kb else float("nan")
+    r["process_peak_rss_mb"] = int(kb[0]) / 1024 if kb and kb[0].isdigit() else float("nan")
     r["process_ok"] = p.returncode == 0
     log(f"whole process 'abcgen sample > tune.abc': {r['process_wall_s']:.2f} s, "
         f"peak memory {r['process_peak_rss_mb']:.0f} MB (exit {p.returncode})")
