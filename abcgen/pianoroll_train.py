@@ -270,7 +270,8 @@ def plot_roll_curves(history: list[dict], path: Path) -> None:
 
 def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     """Train (or resume) a piano-roll model into the run directory; returns the final state."""
-    from .train import RunDir, load_model, quiet_tensorflow, reseed_layers, resolve_config, tf_dataset
+    from .train import (RunDir, end_epoch, interrupted, load_model, quiet_tensorflow, reseed_layers,
+                        resolve_config, tf_dataset)
 
     quiet_tensorflow()
     import keras
@@ -344,32 +345,19 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
             row.update(lr=float(state["lr"]), wall_s=round(wall, 1), frames_per_s=round(x.shape[0] * x.shape[1] / wall, 1))
             history.append(row)
             vnll = vm["nll_per_frame"]
-            improved = state["best_valid"] is None or vnll < state["best_valid"]
-            if improved:
-                state.update(best_valid=vnll, best_epoch=epoch, bad_epochs=0)
-                run.save_model(model, "best.keras")
+
+            def export_best():
                 export_npz(model, run.path / "model.npz",
                            {"config": asdict(cfg), "encoding": enc.to_dict(), "epoch": epoch,
                             "valid_nll_per_frame": row["valid_nll_per_frame"]})
-            else:
-                state["bad_epochs"] += 1
-                state["lr"] = state["lr"] * 0.5
-                model.optimizer.learning_rate.assign(state["lr"])
-                if state["bad_epochs"] >= cfg.patience:
-                    state["stopped"] = (f"early stop after epoch {epoch}: valid NLL did not improve "
-                                        f"for {cfg.patience} epochs")
-            state["epoch"] = epoch
-            state["history"] = history
-            run.checkpoint(model, state)
-            run.write_metrics(history, plot=plot_roll_curves)
+
+            improved = end_epoch(run, model, state, cfg, epoch, history, vnll, on_best=export_best,
+                                 plot=plot_roll_curves, what="valid NLL")
             log(f"epoch {epoch}: train loss {row['train_loss']:.5f}; valid NLL {vnll:.4f}/frame, "
                 f"frame accuracy {100 * vm['frame_accuracy']:.2f} %, FP {vm['fp']}, FN {vm['fn']}"
                 f"{' (best)' if improved else ''}; {row['frames_per_s']:.0f} frames/s")
     except KeyboardInterrupt:
-        run.save_model(model, "interrupted.keras")
-        log(f"interrupted in epoch {epoch}: weights saved to {run.path / 'interrupted.keras'}; "
-            f"--resume continues from the checkpoint of epoch {state['epoch']}")
-        raise
+        interrupted(run, model, epoch, state, log)
     if state["stopped"]:
         log(state["stopped"])
     if (run.path / "best.keras").is_file() and rolls["test"]:

@@ -429,33 +429,52 @@ def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
                 "tokens_per_s": round(x.size / wall, 1),
             }
             history.append(row)
-            improved = state["best_valid"] is None or vloss < state["best_valid"]
-            if improved:
-                state.update(best_valid=vloss, best_epoch=epoch, bad_epochs=0)
-                run.save_model(model, "best.keras")
-                export_for_sampling(model, run, cfg, data.vocab, row)
-            else:
-                state["bad_epochs"] += 1
-                state["lr"] = state["lr"] * 0.5
-                model.optimizer.learning_rate.assign(state["lr"])
-                if state["bad_epochs"] >= cfg.patience:
-                    state["stopped"] = f"early stop after epoch {epoch}: valid loss did not improve " \
-                                       f"for {cfg.patience} epochs"
-            state["epoch"] = epoch
-            state["history"] = history
-            run.checkpoint(model, state)
-            run.write_metrics(history)
+            improved = end_epoch(run, model, state, cfg, epoch, history, vloss,
+                                 on_best=lambda: export_for_sampling(model, run, cfg, data.vocab, row))
             log(f"epoch {epoch}: valid {row['valid_bits_per_token']:.4f} bits/token, "
                 f"{row['valid_bits_per_char']:.4f} bits/char{' (best)' if improved else ''}; "
                 f"{row['tokens_per_s']:.0f} tokens/s")
     except KeyboardInterrupt:
-        run.save_model(model, "interrupted.keras")
-        log(f"interrupted in epoch {epoch}: weights saved to {run.path / 'interrupted.keras'}; "
-            f"--resume continues from the checkpoint of epoch {state['epoch']}")
-        raise
+        interrupted(run, model, epoch, state, log)
     if state["stopped"]:
         log(state["stopped"])
     return state
+
+
+def end_epoch(run: "RunDir", model, state: dict, cfg, epoch: int, history: list, valid: float,
+              on_best, plot=None, what: str = "valid loss") -> bool:
+    """The bookkeeping after an epoch, the same for every format: a better valid figure
+    saves best.keras and calls on_best (the export); a worse one halves the learning rate
+    and, after cfg.patience of them, stops the run; then the checkpoint and the metrics
+    are written.  Returns whether the epoch improved."""
+    improved = state["best_valid"] is None or valid < state["best_valid"]
+    if improved:
+        state.update(best_valid=valid, best_epoch=epoch, bad_epochs=0)
+        run.save_model(model, "best.keras")
+        on_best()
+    else:
+        state["bad_epochs"] += 1
+        state["lr"] = state["lr"] * 0.5
+        model.optimizer.learning_rate.assign(state["lr"])
+        if state["bad_epochs"] >= cfg.patience:
+            state["stopped"] = (f"early stop after epoch {epoch}: {what} did not improve "
+                                f"for {cfg.patience} epochs")
+    state["epoch"] = epoch
+    state["history"] = history
+    run.checkpoint(model, state)
+    if plot is None:
+        run.write_metrics(history)
+    else:
+        run.write_metrics(history, plot=plot)
+    return improved
+
+
+def interrupted(run: "RunDir", model, epoch: int, state: dict, log) -> None:
+    """Ctrl-C: keep the weights of the unfinished epoch beside the last checkpoint, then re-raise."""
+    run.save_model(model, "interrupted.keras")
+    log(f"interrupted in epoch {epoch}: weights saved to {run.path / 'interrupted.keras'}; "
+        f"--resume continues from the checkpoint of epoch {state['epoch']}")
+    raise KeyboardInterrupt
 
 
 def reseed_layers(model, seed: int) -> None:
