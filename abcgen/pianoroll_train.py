@@ -270,12 +270,10 @@ def plot_roll_curves(history: list[dict], path: Path) -> None:
 
 def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     """Train (or resume) a piano-roll model into the run directory; returns the final state."""
-    from .train import (RunDir, end_epoch, interrupted, load_model, quiet_tensorflow, reseed_layers,
-                        resolve_config, tf_dataset)
+    from .train import (RunDir, end_epoch, fresh_state, interrupted, load_model, quiet_tensorflow,
+                        replicas, resolve_config, seed_epoch, tf_dataset)
 
     quiet_tensorflow()
-    import keras
-
     run = RunDir(out)
     given = {k: v for k, v in given.items() if not (k == "format" and v is None)}
     cfg = settle(resolve_config(run, resume, given, RollConfig, FROZEN))
@@ -303,14 +301,9 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     else:
         model = new_model(cfg, enc.width)
         init_output_bias(model, rolls["train"])
-        state = {"epoch": 0, "best_valid": None, "best_epoch": 0, "bad_epochs": 0, "lr": cfg.lr,
-                 "history": [], "stopped": None}
+        state = fresh_state(cfg)
     run.write_json("config.json", asdict(cfg))
-    nrep = 1
-    if cfg.distribute == "mirrored":
-        from .train import replicas
-
-        nrep = replicas(cfg)
+    nrep = replicas(cfg)
     train_eval = head(rolls["train"], TRAIN_EVAL_FRAMES)
     nframes = {s: sum(len(r) for r in rolls[s]) for s in SPLITS}
     log(f"{cfg.corpus}: {len(rolls['train'])} train pieces ({nframes['train']:,} frames), "
@@ -323,8 +316,7 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     try:
         while epoch < cfg.epochs and state["stopped"] is None:
             epoch += 1
-            keras.utils.set_random_seed(cfg.seed * 1000 + epoch)
-            reseed_layers(model, cfg.seed * 1000 + epoch)
+            seed_epoch(model, cfg, epoch)
             x, y = epoch_windows(rolls["train"], cfg, epoch)
             t0 = time.monotonic()
             with contextlib.redirect_stdout(sys.stderr):

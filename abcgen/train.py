@@ -359,8 +359,6 @@ def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
 
         return train_roll(out, given, resume=resume, log=log)
     quiet_tensorflow()
-    import keras
-
     run = RunDir(out)
     cfg = resolve_config(run, resume, given)
     if cfg.format != "abc":
@@ -383,8 +381,7 @@ def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     else:
         model = new_model(cfg, len(data.vocab))
         data.vocab.save(run.path / "vocab.json")
-        state = {"epoch": 0, "best_valid": None, "best_epoch": 0, "bad_epochs": 0, "lr": cfg.lr,
-                 "history": [], "stopped": None}
+        state = fresh_state(cfg)
     run.write_json("config.json", asdict(cfg))
 
     vx, vy = windows(pack(data.valid), cfg.seq_len)
@@ -404,8 +401,7 @@ def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     try:
         while epoch < cfg.epochs and state["stopped"] is None:
             epoch += 1
-            keras.utils.set_random_seed(cfg.seed * 1000 + epoch)
-            reseed_layers(model, cfg.seed * 1000 + epoch)
+            seed_epoch(model, cfg, epoch)
             x, y = epoch_windows(data, cfg, epoch)
             t0 = time.monotonic()
             with contextlib.redirect_stdout(sys.stderr):  # Keras' progress bar goes to stderr
@@ -439,6 +435,20 @@ def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     if state["stopped"]:
         log(state["stopped"])
     return state
+
+
+def fresh_state(cfg) -> dict:
+    """The run state before the first epoch (state.json holds it after each one)."""
+    return {"epoch": 0, "best_valid": None, "best_epoch": 0, "bad_epochs": 0, "lr": cfg.lr,
+            "history": [], "stopped": None}
+
+
+def seed_epoch(model, cfg, epoch: int) -> None:
+    """Seeds from (seed, epoch) only, so a resumed run draws what an uninterrupted one would."""
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed * 1000 + epoch)
+    reseed_layers(model, cfg.seed * 1000 + epoch)
 
 
 def end_epoch(run: "RunDir", model, state: dict, cfg, epoch: int, history: list, valid: float,
