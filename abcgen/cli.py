@@ -49,6 +49,29 @@ def print_json_last(obj) -> None:
     print(json.dumps(obj, sort_keys=True))
 
 
+# The modules of the optional ``train`` extra (pyproject.toml): only train, export,
+# evaluate --model RUN and bench import them.
+TRAIN_EXTRA = ("tensorflow", "keras")
+
+
+def require_train_extra(command: str) -> None:
+    """Fail at once, before any corpus work, when the command needs TensorFlow and it is absent."""
+    import importlib.util
+
+    for name in TRAIN_EXTRA:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken or blocked install counts as absent
+            found = False
+        if not found:
+            _fail_train_extra(command)
+
+
+def _fail_train_extra(command: str) -> None:
+    fail(f"abcgen {command} needs TensorFlow, which the light install leaves out; "
+         "install it with: pip install 'abcgen[train]'", 2)
+
+
 def handled(fn):
     """Turn abcgen errors into one line and an exit code; tracebacks only with --debug."""
 
@@ -67,6 +90,11 @@ def handled(fn):
             raise typer.Exit(130)
         except BrokenPipeError:
             raise typer.Exit(0)
+        except ModuleNotFoundError as e:
+            missing = (e.name or "").split(".")[0]
+            if missing not in TRAIN_EXTRA or _state["debug"]:
+                raise
+            _fail_train_extra(fn.__name__.replace("_", " "))
         except Exception as e:  # a bug: still one line unless --debug
             if _state["debug"]:
                 raise
@@ -248,6 +276,7 @@ def train(
     max_pieces: Optional[int] = typer.Option(None, "--max-pieces", help="pianoroll: first N pieces only (0: all)."),
 ):
     """Train the LSTM on a prepared corpus, with a checkpoint every epoch."""
+    require_train_extra("train")
     from . import train as train_mod
     from .abc.tokens import LEVELS
 
@@ -276,6 +305,7 @@ def bench_train(
     json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
 ):
     """Training tokens/s of abcgen's model beside the keras-io character-LSTM reference."""
+    require_train_extra("bench train")
     from . import bench
 
     r = bench.bench_train(corpus=corpus, level=level, hidden=hidden, layers=layers, batches=batches,
@@ -314,6 +344,8 @@ def evaluate(
         fail("--timeout must be positive")
     if report_dir is not None and tunes is None:
         fail("-O REPORT_DIR needs a tune book")
+    if model is not None and Path(model).expanduser().is_dir():
+        require_train_extra("evaluate --model RUN_DIR")
     r = {}
     if tunes is not None:
         ref = None if against.lower() == "none" else against
@@ -439,6 +471,7 @@ def bench_sample(
     json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
 ):
     """Sampling tokens/s: NumPy sampler (1 and 64 tunes) beside the naive Keras loop."""
+    require_train_extra("bench sample")
     from . import bench
 
     r = bench.bench_sample(corpus=corpus, hidden=hidden, layers=layers, tokens=tokens, model_path=model,
