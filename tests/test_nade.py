@@ -1,0 +1,146 @@
+"""The joint (NADE) output of the piano-roll model: exact likelihood, sampling, Keras = NumPy."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from abcgen.nade import Nade
+
+
+def random_nade(keys=5, hidden=4, units=3, seed=0, scale=1.5):
+    rng = np.random.default_rng(seed)
+    return Nade(rng.normal(0, scale, (keys, hidden)), rng.normal(0, scale, (hidden, keys)),
+                rng.normal(0, scale, (units, keys)), rng.normal(0, scale, keys),
+                rng.normal(0, scale, (units, hidden)), rng.normal(0, scale, hidden))
+
+
+def chain_logprob(m: Nade, context, frame):
+    """The chain rule written out key by key, with nothing shared: the oracle for Nade.nll."""
+    bv = context @ m.bv_kernel + m.bv_bias
+    total = 0.0
+    for d in range(m.keys):
+        a = context @ m.bh_kernel + m.bh_bias
+        for k in range(d):
+            a = a + frame[k] * m.W[k]
+        h = 1 / (1 + np.exp(-a))
+        p = 1 / (1 + np.exp(-(bv[d] + h @ m.V[:, d])))
+        total += np.log(p if frame[d] else 1 - p)
+    return total
+
+
+def test_nll_is_the_chain_rule():
+    m = random_nade()
+    rng = np.random.default_rng(1)
+    ctx = rng.normal(size=(6, 3))
+    frames = rng.integers(0, 2, (6, 5)).astype(float)
+    want = [-chain_logprob(m, c, f) for c, f in zip(ctx, frames)]
+    np.testing.assert_allclose(m.nll(ctx, frames), want, rtol=1e-12)
+
+
+def test_probabilities_of_all_frames_sum_to_one():
+    m = random_nade(keys=6)
+    ctx = np.array([0.3, -1.0, 2.0])
+    frames = np.array(list(itertools.product([0, 1], repeat=6)), float)
+    p = np.exp(-m.nll(np.broadcast_to(ctx, (len(frames), 3)), frames))
+    assert p.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_draw_follows_the_exact_distribution():
+    m = random_nade(keys=3, scale=1.0)
+    ctx = np.array([0.5, 0.1, -0.4])
+    frames = np.array(list(itertools.product([0, 1], repeat=3)), float)
+    exact = np.exp(-m.nll(np.broadcast_to(ctx, (8, 3)), frames))
+    n = 40_000
+    got = m.draw(np.broadcast_to(ctx, (n, 3)), np.random.default_rng(2))
+    codes = (got @ np.array([4, 2, 1])).astype(int)
+    freq = np.bincount(codes, minlength=8) / n
+    order = (frames @ np.array([4, 2, 1])).astype(int)
+    np.testing.assert_allclose(freq[order], exact, atol=0.012)
+
+
+def test_greedy_decision_takes_each_key_at_one_half():
+    m = random_nade(keys=5)
+    ctx = np.random.default_rng(3).normal(size=(20, 3))
+    g = m.draw(ctx, greedy=True)
+    z = m.logits(ctx, g)  # each key's logit given the decided keys below it
+    assert np.all((z > 0) == (g > 0.5))
+
+
+def test_weights_that_do_not_fit_are_refused():
+    m = random_nade()
+    with pytest.raises(ValueError, match="do not fit"):
+        Nade(m.W, m.V.T, m.bv_kernel, m.bv_bias, m.bh_kernel, m.bh_bias)
+
+
+# --------------------------------------------------------------------------
+# Keras
+
+
+def test_keras_layer_equals_numpy():
+    pytest.importorskip("keras")
+    from abcgen.nade import keras_layer
+
+    layer = keras_layer()(keys=5, hidden=4)
+    rng = np.random.default_rng(4)
+    ctx = rng.normal(size=(2, 7, 3)).astype(np.float32)
+    frames = rng.integers(0, 2, (2, 7, 5)).astype(np.float32)
+    z = np.asarray(layer([ctx, frames]))
+    m = Nade.from_arrays(layer.arrays())
+    np.testing.assert_allclose(z, m.logits(ctx, frames), rtol=2e-4, atol=2e-5)
+
+
+def triads(n, rng, keys=24):
+    """Frames that are always a major triad (root, +4, +7) on one of 12 roots, roots uniform."""
+    roots = rng.integers(0, 12, n)
+    y = np.zeros((n, keys), np.float32)
+    for off in (0, 4, 7):
+        y[np.arange(n), roots + off] = 1
+    return y
+
+
+@pytest.mark.slow
+def test_joint_output_learns_triads_the_independent_one_cannot():
+    keras = pytest.importorskip("keras")
+    from abcgen.nade import keras_layer
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    train, test = triads(4096, rng), triads(1024, rng)
+    ones = np.ones((len(train), 1, 1), np.float32)
+
+    def bce(y, z):
+        return keras.ops.sum(keras.ops.binary_crossentropy(y, z, from_logits=True), axis=-1)
+
+    # The joint model: context (a constant: the frames are independent of one another) -> NADE.
+    c_in = keras.Input((1, 1))
+    y_in = keras.Input((1, 24))
+    ctx = keras.layers.Dense(8, activation="tanh")(c_in)
+    joint = keras.Model([c_in, y_in], keras_layer()(keys=24, hidden=32, name="nade")([ctx, y_in]))
+    joint.compile(keras.optimizers.Adam(0.02), loss=bce)
+    joint.fit([ones, train[:, None]], train[:, None], batch_size=256, epochs=40, verbose=0)
+
+    indep = keras.Sequential([keras.Input((1, 1)), keras.layers.Dense(24)])
+    indep.compile(keras.optimizers.Adam(0.05), loss=bce)
+    indep.fit(ones, train[:, None], batch_size=256, epochs=40, verbose=0)
+
+    one = np.ones((1, 1, 1), np.float32)
+    context = np.asarray(joint.layers[1](one))[0, 0]          # the Dense after the input
+    m = Nade.from_arrays(joint.get_layer("nade").arrays())
+    nll_joint = m.nll(np.broadcast_to(context, (len(test), 8)), test).mean()
+    z = np.asarray(indep(one))[0, 0].astype(np.float64)
+    nll_indep = -(test * -np.logaddexp(0, -z) + (1 - test) * -np.logaddexp(0, z)).sum(axis=1).mean()
+
+    # Best possible: log 12 = 2.48 nats (a uniform root); independent keys cannot go below the
+    # sum of the keys' own entropies, about 8.3 nats here.
+    print(f"NLL nats per frame: joint {nll_joint:.3f}, independent {nll_indep:.3f}")
+    assert nll_indep > 7.5
+    assert nll_joint < 3.0, nll_joint
+    def is_triad(s):
+        on = np.flatnonzero(s)
+        return len(on) == 3 and on[1] - on[0] == 4 and on[2] - on[0] == 7
+
+    drawn = m.draw(np.broadcast_to(context, (500, 8)), np.random.default_rng(5))
+    assert np.mean([is_triad(s) for s in drawn]) > 0.9
+    indep_drawn = np.random.default_rng(6).random((500, 24)) < 1 / (1 + np.exp(-z))
+    assert np.mean([is_triad(s) for s in indep_drawn]) < 0.2
