@@ -145,7 +145,7 @@ def output_format(to: str | None, output: Path | None) -> str:
 
 def check_midi_options(midi_options: dict | None) -> None:
     """Bad --grid or --meter values fail once, before any file is read (exit 2)."""
-    from .midi import _parse_grid, _parse_meter
+    from .midi import parse_grid as _parse_grid, parse_meter as _parse_meter
 
     opts = midi_options or {}
     if opts.get("grid") is not None:

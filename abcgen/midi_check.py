@@ -6,7 +6,7 @@ turn the MIDI back into ABC (``load_midi`` + the canonical writer), parse that
 ABC again and compare its notes with the source's: (onset, duration, pitch)
 of every sounding note, ties merged, voices merged, onsets counted from the
 first note, repeats expanded as music21 plays them (the source's, and those
-the import writes back: see ``abcgen.midi``, "Repeats").  The report also
+the import writes back: see ``abcgen.midi.repeats``).  The report also
 counts, of the tunes whose source has repeat marks (``:|``), those whose
 converted ABC has them too, and those with as many.  With ``abc2midi`` the
 converted ABC of every exact tune also goes through abc2midi, which plays
@@ -113,7 +113,7 @@ def check_tune(tune, *, grid: str = "1/16", triplets: bool = True, jitter: float
     from .convert import score_to_midi
     from .midi import load_midi, parse_midi_bytes
     from .render import played
-    from .smf import jittered
+    from .midi import jittered
 
     r = {"where": tune.source}
     try:
@@ -221,9 +221,9 @@ def run(spec: str = "folk", *, limit: int = 1000, grid: str = "1/16", triplets: 
         jitter: float = 0.0, use_midi2abc: bool = True, jobs: int = 0, log=None, repeats: bool = True,
         use_abc2midi: bool = False) -> dict:
     from .corpus import parallel_map
-    from .midi import _parse_grid
+    from .midi import parse_grid
 
-    _parse_grid(grid, None)
+    parse_grid(grid, None)
     if use_midi2abc and shutil.which("midi2abc") is None:
         raise AbcgenError("midi2abc is not installed (Debian: apt-get install abcmidi); or pass --no-midi2abc")
     name, tunes, total = sample_tunes(spec, limit)

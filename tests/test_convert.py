@@ -22,7 +22,7 @@ from abcgen.abc.reader import parse_abc, read_book
 from abcgen.convert import convert, output_format, score_to_midi
 from abcgen.errors import InputError
 from abcgen.midi import load_midi, parse_midi_bytes
-from abcgen.smf import conductor, jittered, notes_track, smf
+from abcgen.midi.io import conductor, jittered, notes_track, smf
 
 POLKA = "X:1\nT:Polka\nM:2/4\nL:1/8\nQ:1/4=100\nK:Amaj\nAB cd|e2 e2|fe dc|B2 A2|]\n"
 REPEATS = "X:1\nT:Ends\nM:2/4\nL:1/8\nK:Gmaj\n|:GA Bc|[1 d4:|[2 e4|]\n"

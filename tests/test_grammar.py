@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -129,6 +130,10 @@ def _check_tunes(texts: list[str], workdir: Path) -> None:
         parse_abc("X:1\n" + text)
         assert check_bars(text)[1] == 0, text
     errors = _abc2midi_errors(texts, workdir)
+    if errors is None:
+        if os.environ.get("CI"):
+            pytest.fail("abc2midi is missing: CI must install Debian's abcmidi")
+        pytest.skip("abc2midi is missing (apt-get install abcmidi): the tunes were not played")
     assert not errors, {k: (v, texts[k] if k >= 0 else "") for k, v in errors.items()}
 
 

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-import abcgen.midi as M
+import abcgen.midi.meter as M
 from abcgen.abc.reader import parse_tune, read_book
 from abcgen.abc.writer import frac
+from abcgen.midi.io import MidiTrack
 from abcgen.notes import note_events
 
 BASE = str(Path(__import__("music21").__file__).parent / "corpus") + "/"
@@ -66,7 +67,7 @@ def extract(pattern: str, limit: int, seed: int = 0) -> list[dict]:
             ts=tss[0].ratioString,
             changes=len({x.ratioString for x in tss}) > 1,
             pickup=frac(m0.duration.quarterLength) if frac(m0.paddingLeft) > 0 else Fraction(0),
-            onsets=M._onsets(M._Voice(M.MidiTrack(0), sorted(
+            onsets=M._onsets(M._Voice(MidiTrack(0), sorted(
                 (float(on), float(on + d), p, 80) for _x, on, d, p in note_events(s))), STEP)))
     return out
 

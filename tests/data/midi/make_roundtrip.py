@@ -1,4 +1,4 @@
-"""Write the round-trip fixtures of tests/test_midi.py (run once; the output is committed).
+"""Write the round-trip fixtures of tests/test_midi_transcribe.py (run once; the output is committed).
 
     python tests/data/midi/make_roundtrip.py      (from the repository root, in the venv)
 
