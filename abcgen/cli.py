@@ -156,8 +156,14 @@ def convert(
         fail("give -o FILE or -O DIR, not both")
     midi_options = dict(grid=grid, triplets=triplets, track=track, all_tracks=all_tracks, meter=meter,
                         repeats=repeats)
-    failures = convert_mod.convert(inputs, to=to, output=output, outdir=outdir, log=log,
-                                   midi_options=midi_options, expand_repeats=expand_repeats)
+    try:
+        failures = convert_mod.convert(inputs, to=to, output=output, outdir=outdir, log=log,
+                                       midi_options=midi_options, expand_repeats=expand_repeats)
+    except convert_mod.ConvertFailed as e:  # nothing converted: bad input, exit 2
+        log(f"abcgen: {len(e.failures)} failure(s):")
+        for f in e.failures:
+            log(f"  {f}")
+        fail(str(e), 2)
     if failures:
         log(f"abcgen: {len(failures)} failure(s):")
         for f in failures:
