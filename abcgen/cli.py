@@ -370,6 +370,11 @@ def sample(
 
         if model is None or output is None:
             fail("--format pianoroll needs --model RUN_DIR and -o OUT.mid")
+        from .fileio import refuse_overwrite
+
+        mp = Path(model)
+        ins = [mp] if mp.is_file() else [p for p in mp.glob("*") if p.is_file()] if mp.is_dir() else []
+        refuse_overwrite([output, output.with_suffix(".abc"), output.with_suffix(".png")], ins)
         for path in write_sample(Path(model), output, length=length, temperature=temperature,
                                  threshold=threshold, seed=seed, log=log):
             log(f"wrote {path}")
@@ -427,6 +432,9 @@ def export(
     if dtype not in ("float16", "float32"):
         fail(f"--dtype must be float16 or float32, not {dtype!r}")
     src = S.resolve_model(model)
+    from .fileio import refuse_overwrite
+
+    refuse_overwrite([output], [src])
     weights, meta = load_npz(src)
     if card:
         meta["note"] = card

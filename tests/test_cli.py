@@ -83,3 +83,21 @@ def test_prepare_bad_usage():
 def test_debug_shows_traceback():
     r = run("--debug", "convert", "no/such/file.abc")
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_export_and_sample_never_write_over_their_model(tmp_path, random_model):
+    import shutil
+
+    m = tmp_path / "m.npz"
+    shutil.copy(random_model, m)
+    before = m.read_bytes()
+    r = run("export", str(m), "-o", str(m))
+    assert r.returncode == 2 and "refusing to write over an input" in r.stderr, r.stderr
+    assert m.read_bytes() == before
+    r = run("sample", "--format", "pianoroll", "--model", str(m), "-o", str(tmp_path / "m.mid"),
+            "--length", "5")
+    assert r.returncode == 2 and "Traceback" not in r.stderr   # m.npz is not a pianoroll model...
+    r = run("sample", "--format", "pianoroll", "--model", str(m), "-o", str(m))
+    assert r.returncode == 2 and "refusing to write over an input" in r.stderr, r.stderr
+    assert m.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
