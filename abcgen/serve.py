@@ -421,6 +421,9 @@ class Studio:
 
         self.model_path = Path(model_path)
         self.model = Model(self.model_path)   # loads (and checks) it now, not on the first request
+        from .sample import check_model
+
+        check_model(self.model)               # the studio always samples with the grammar mask
         self.timeout = timeout
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="abcgen-serve")
         self._local = threading.local()
