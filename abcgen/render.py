@@ -141,7 +141,9 @@ def render_file(abc_path: str | Path, out_path: str | Path, tune: int | str | No
         try:
             parsed.append((i, t, parse_tune(t)))
         except AbcgenError as e:
-            failures.append(e)
+            from .convert import book_lines_of, locate
+
+            failures.append(locate(e, t, book_lines_of(Path(abc_path))))
 
     written: list[Path] = []
     if fmt == "pdf":

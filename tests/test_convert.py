@@ -370,3 +370,14 @@ def test_abc_out_is_streamed_tune_by_tune_in_order(tmp_path, monkeypatch):
     assert convert([str(book)], output=tmp_path / "o.abc") == failures
     assert (tmp_path / "o.abc").read_text() == text
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("head,bad_line", [("", 8), ("M:4/4\nL:1/8\n\nX:1\nT:a\nK:C\nCDEF|\n\n", 16)])
+def test_unterminated_chord_is_reported_at_its_own_line(tmp_path, head, bad_line):
+    book = tmp_path / "chord.abc"
+    book.write_text(head + "X:2\nT:t\nM:4/4\nL:1/8\nK:C\nCDEF GABc|\nCDEF GABc|\n[CEG GABc|\nCDEF|\n")
+    assert book.read_text().splitlines()[bad_line - 1] == "[CEG GABc|"
+    r = run("convert", str(book))
+    assert f"{book}:{bad_line} tune X:2: music21 cannot parse" in r.stderr, r.stderr
+    r = run("render", str(book), "-o", str(tmp_path / "c.svg"))
+    assert f"{book}:{bad_line} tune X:2: music21 cannot parse" in r.stderr, r.stderr

@@ -288,7 +288,7 @@ def test_bad_tune_in_a_book_the_good_ones_rendered_exit_1(tmp_path):
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output
     assert f"wrote {tmp_path / 'bad-1.svg'}" in r.output
-    assert "bad.abc:8 tune X:7" in r.output and "rendered 1 of 2 tune(s); 1 failed" in r.output
+    assert "bad.abc:11 tune X:7" in r.output      # the L:1/0 line, not the X: line and "rendered 1 of 2 tune(s); 1 failed" in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad-1.svg"]      # X:1, and nothing of X:7
 
 
@@ -296,7 +296,7 @@ def test_bad_abc_raises_render_failed_with_the_parse_error_line(tmp_path):
     with pytest.raises(render.RenderFailed) as e:
         render.render_file(BAD, tmp_path / "unused.svg")
     assert e.value.written == [tmp_path / "unused-1.svg"] and e.value.exit_code == 1
-    assert len(e.value.failures) == 1 and e.value.failures[0].startswith(f"{BAD}:8 tune X:7: ")
+    assert len(e.value.failures) == 1 and e.value.failures[0].startswith(f"{BAD}:11 tune X:7: ")
 
 
 def test_book_with_one_good_and_two_bad_tunes_lists_every_failure(tmp_path):
