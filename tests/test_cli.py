@@ -154,3 +154,32 @@ def test_char_level_model_is_a_clear_error_not_an_internal_one(random_model, tmp
     assert r.returncode == 2 and "char-level model" in r.stderr and "internal error" not in r.stderr
     r = run("sample", "--model", str(char), "--no-constraints", "--max-tokens", "20")
     assert r.returncode == 0 and r.stdout.startswith("X:1\n")
+
+
+def test_train_out_checks_quiet_tensorflow_file_modes_and_metrics_order(tmp_path):
+    tiny = ["--corpus", str(MINI), "--hidden", "16", "--embed-dim", "8", "--seq-len", "16",
+            "--batch-size", "4", "--seed", "3", "--patience", "10"]
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    r = run("train", "--out", str(afile), *tiny, "--epochs", "1")
+    assert r.returncode == 2 and r.stderr == f"abcgen: error: --out {afile} is a file, not a run folder; " \
+                                             "choose another --out\n", r.stderr
+    assert afile.read_text() == "keep me\n"
+    r = run("train", "--out", str(afile / "run"), *tiny, "--epochs", "1")
+    assert r.returncode == 2 and "is a file, not a folder" in r.stderr and "internal error" not in r.stderr
+    r = run("train", "--out", "/proc/abcgen-cannot-be-here/run", *tiny, "--epochs", "1")
+    assert r.returncode == 2 and "is not writable" in r.stderr and "internal error" not in r.stderr
+
+    out = tmp_path / "run"
+    r = run("train", "--out", str(out), *tiny, "--epochs", "1")
+    assert r.returncode == 0, r.stderr
+    for marker in ("I0000", "E0000", "W0000", "cuInit", "oneDNN", "absl", "cuda"):
+        assert marker not in r.stderr, r.stderr
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,train_loss,")
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir() if p.is_file()}
+    assert modes["vocab.json"] == modes["config.json"] == modes["metrics.csv"], modes
+    r = run("train", "--out", str(out), "--resume", "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0] == header and len(rows) == 3
