@@ -184,8 +184,14 @@ def convert(
         fail("give -o FILE or -O DIR, not both")
     midi_options = dict(grid=grid, triplets=triplets, track=track, all_tracks=all_tracks, meter=meter,
                         repeats=repeats)
-    failures = convert_mod.convert(inputs, to=to, output=output, outdir=outdir, log=log,
-                                   midi_options=midi_options, expand_repeats=expand_repeats)
+    try:
+        failures = convert_mod.convert(inputs, to=to, output=output, outdir=outdir, log=log,
+                                       midi_options=midi_options, expand_repeats=expand_repeats)
+    except convert_mod.ConvertFailed as e:  # nothing converted: bad input, exit 2
+        log(f"abcgen: {len(e.failures)} failure(s):")
+        for f in e.failures:
+            log(f"  {f}")
+        fail(str(e), 2)
     if failures:
         log(f"abcgen: {len(failures)} failure(s):")
         for f in failures:
@@ -396,6 +402,11 @@ def sample(
 
         if model is None or output is None:
             fail("--format pianoroll needs --model RUN_DIR and -o OUT.mid")
+        from .fileio import refuse_overwrite
+
+        mp = Path(model)
+        ins = [mp] if mp.is_file() else [p for p in mp.glob("*") if p.is_file()] if mp.is_dir() else []
+        refuse_overwrite([output, output.with_suffix(".abc"), output.with_suffix(".png")], ins)
         for path in write_sample(Path(model), output, length=length, temperature=temperature,
                                  threshold=threshold, seed=seed, log=log):
             log(f"wrote {path}")
@@ -453,6 +464,9 @@ def export(
     if dtype not in ("float16", "float32"):
         fail(f"--dtype must be float16 or float32, not {dtype!r}")
     src = S.resolve_model(model)
+    from .fileio import refuse_overwrite
+
+    refuse_overwrite([output], [src])
     weights, meta = load_npz(src)
     if card:
         meta["note"] = card

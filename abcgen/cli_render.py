@@ -33,6 +33,14 @@ def render(
     """Engrave ABC tunes as sheet music, MusicXML, MIDI or WAV audio."""
     from . import render as render_mod
 
-    written = render_mod.render_file(tune_file, output, tune=tune, pianoroll=pianoroll, log=log)
+    try:
+        written = render_mod.render_file(tune_file, output, tune=tune, pianoroll=pianoroll, log=log)
+    except render_mod.RenderFailed as e:  # the good tunes are written; every failure listed
+        for path in e.written:
+            log(f"wrote {path}")
+        log(f"abcgen: {len(e.failures)} failure(s):")
+        for f in e.failures:
+            log(f"  {f}")
+        fail(f"{tune_file}: {e.summary}", e.exit_code)
     for path in written:
         log(f"wrote {path}")

@@ -54,7 +54,7 @@ def serve(
     from .serve import create_app
 
     _check_free(host, port)
-    web = create_app(model, timeout=timeout, workers=workers)
+    web = create_app(model, timeout=timeout, workers=workers, host=host)
     if host not in _LOOPBACK:
         log(f"abcgen: warning: listening on {host}: other machines can reach the studio")
     shown = f"[{host}]" if ":" in host else host

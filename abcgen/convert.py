@@ -16,7 +16,7 @@ from pathlib import Path
 from .abc.reader import parse_tune, read_book
 from .abc.writer import write_abc
 from .errors import AbcgenError, InputError
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import AtomicTextWriter, atomic_write_bytes, refuse_overwrite, same_file
 
 ABC_EXTS = {".abc"}
 MIDI_EXTS = {".mid", ".midi"}
@@ -48,14 +48,29 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return files, missing
 
 
+def parse_file_no_pickle(path: Path, fmt: str):
+    """music21's parse of a file from its source, never through its pickle cache.
+
+    ``music21.converter.parse`` stores every parsed score as a pickle in a
+    shared scratch folder and loads it back on the next parse of the same
+    path: a pickle planted there would run its code, and a file replaced by
+    an older-dated one would give the old score.  This path neither reads
+    nor writes a pickle.
+    """
+    from music21 import converter
+
+    c = converter.Converter()
+    c.parseFileNoPickle(Path(path), format=fmt, forceSource=True)
+    return c.stream
+
+
 def load_score(path: Path, midi_options: dict | None = None):
     """A MIDI or MusicXML file as a music21 Score; a one-line InputError when it cannot be read.
 
     MIDI goes through abcgen.midi (quantized to a grid, melody track, meter,
     key and pickup found); ``midi_options`` are its keyword arguments.
+    MusicXML is parsed from source, never from music21's pickle cache.
     """
-    import music21
-
     ext = path.suffix.lower()
     if ext not in MIDI_EXTS | XML_EXTS:
         raise InputError(f"unsupported input type {ext or '(none)'}; "
@@ -69,8 +84,7 @@ def load_score(path: Path, midi_options: dict | None = None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fmt = "midi" if ext in MIDI_EXTS else "musicxml"
-            score = music21.converter.parse(str(path), format=fmt)
+            score = parse_file_no_pickle(path, "musicxml")
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"cannot read as {ext[1:]} ({type(e).__name__}: {msg})", file=str(path)) from None
@@ -94,6 +108,67 @@ def _not_binary(path: Path) -> None:
         raise InputError("not ABC text: binary data", file=str(path))
 
 
+def failing_line(tune, book_lines: list[str] | None = None) -> int | None:
+    """The book line at which music21 starts rejecting ``tune`` (its X: line when it cannot tell).
+
+    music21 names no line, and the reader reports a tune's X: line.  This
+    bisects on the number of the tune's own lines kept: the shortest head of
+    the tune that fails ends at the bad line (an unterminated chord, say),
+    which is then found in the book from the tune's X: line on.  Only failing
+    tunes pay for it: about log2(lines) parses.
+    """
+    from .abc.reader import Tune
+
+    lines = tune.text.rstrip("\n").split("\n")
+
+    def fails(k: int) -> bool:
+        head = Tune(text="\n".join(lines[:k]) + "\n", file=tune.file, x=tune.x, line=tune.line,
+                    title=tune.title)
+        try:
+            parse_tune(head)
+        except AbcgenError as e:
+            return e.message != "the tune has no notes"
+        return False
+
+    lo, hi = 1, len(lines)
+    if not fails(hi):
+        return tune.line
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fails(mid):
+            hi = mid
+        else:
+            lo = mid
+    bad = lines[hi - 1]
+    if book_lines is None or not tune.line:
+        return tune.line
+    for i in range(tune.line - 1, min(len(book_lines), tune.line - 1 + len(lines) + 1)):
+        if book_lines[i] == bad:
+            return i + 1
+    return tune.line
+
+
+def locate(e: AbcgenError, tune, book_lines: list[str] | None) -> AbcgenError:
+    """``e`` with its line moved from the tune's X: line to the line music21 rejects."""
+    from .errors import AbcParseError
+
+    if isinstance(e, AbcParseError) and e.message != "the tune has no notes" and e.line == tune.line:
+        try:
+            e.line = failing_line(tune, book_lines)
+        except Exception:  # noqa: BLE001 - the X: line is still a good answer
+            pass
+    return e
+
+
+def book_lines_of(path: Path) -> list[str] | None:
+    from .abc.reader import read_text
+
+    try:
+        return read_text(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    except (AbcgenError, OSError):
+        return None
+
+
 def scores_of(path: Path, failures: list[str], midi_options: dict | None = None):
     """(label, score, title) for every readable tune of a file; failures appended as lines."""
     ext = path.suffix.lower()
@@ -106,11 +181,16 @@ def scores_of(path: Path, failures: list[str], midi_options: dict | None = None)
             return
         if not tunes:
             failures.append(f"{path}: no tune in this file")
+        lines = None
         for t in tunes:
             try:
-                yield f"{path} X:{t.x}", parse_tune(t), t.title
+                score = parse_tune(t)
             except AbcgenError as e:
-                failures.append(str(e))
+                if lines is None:
+                    lines = book_lines_of(path)
+                failures.append(str(locate(e, t, lines)))
+                continue
+            yield f"{path} X:{t.x}", score, t.title
     else:
         try:
             score = load_score(path, midi_options)
@@ -120,10 +200,6 @@ def scores_of(path: Path, failures: list[str], midi_options: dict | None = None)
         except AbcgenError as e:
             failures.append(str(e))
 
-
-def _abc_of(items) -> str | None:
-    texts = [write_abc(s, index=i, title=title) for i, (_, s, title) in enumerate(items, 1)]
-    return "\n".join(texts) if texts else None
 
 
 def output_format(to: str | None, output: Path | None) -> str:
@@ -154,9 +230,17 @@ def check_midi_options(midi_options: dict | None) -> None:
         _parse_meter(opts["meter"], None)
 
 
+class ConvertFailed(InputError):
+    """Nothing was converted: every input failed (exit 2); ``failures`` lists them."""
+
+    def __init__(self, failures: list[str]):
+        super().__init__(f"converted 0 file(s), {len(failures)} failure(s)")
+        self.failures = failures
+
+
 def convert(inputs: list[str], *, to: str | None = None, output: Path | None = None,
             outdir: Path | None = None, log=None, midi_options: dict | None = None,
-            expand_repeats: bool = True) -> list[str]:
+            expand_repeats: bool = True, stdout=None) -> list[str]:
     """Convert every input; returns the list of failures (empty when all went well).
 
     ``to``: abc, mid, musicxml or mxl; None takes it from the extension of
@@ -164,7 +248,13 @@ def convert(inputs: list[str], *, to: str | None = None, output: Path | None = N
     play repeats and endings as a musician would; False writes the notes
     once, in the order they are written.  With ``outdir`` two inputs of the
     same name would write the same file: the second is a failure, nothing
-    is overwritten.
+    is overwritten.  An output that is one of the input files is refused
+    (InputError, exit 2) before anything is read or written.
+
+    ABC out is streamed: each tune is written as soon as it is converted, in
+    input order, to a temporary file renamed over the output at the end (or
+    to stdout), so memory does not grow with the number of tunes.  When no
+    input could be converted, ConvertFailed (exit 2) carries the failures.
     """
     to = output_format(to, output)
     check_midi_options(midi_options)
@@ -172,50 +262,106 @@ def convert(inputs: list[str], *, to: str | None = None, output: Path | None = N
     if not files and failures:
         raise InputError("; ".join(failures))
     ext = OUT_FORMATS[to]
-    collected = []  # for -o FILE and stdout
-    written: dict = {}  # -O: target -> the input it came from
-    for f in files:
-        items = []
-        for label, score, title in scores_of(f, failures, midi_options):
-            try:
-                if to == "abc":
-                    write_abc(score, index=1, title=title)  # fail here, per tune, not later
-                items.append((label, score, title))
-            except AbcgenError as e:
-                failures.append(f"{label}: {e.message}")
-        if not items:
-            continue
-        if outdir is not None:
-            target = outdir / (f.stem + ext)
-            if target in written:
-                failures.append(f"{f}: not written: {target} already holds {written[target]} "
-                                f"(two inputs of the same name)")
+    if output is not None:
+        refuse_overwrite([output], files)
+    if outdir is not None:
+        refuse_overwrite([outdir / (f.stem + ext) for f in files], files)
+    if outdir is None and output is None and to != "abc":
+        raise InputError(f"--to {to} writes files: give -o FILE or -O DIR")
+    out = stdout if stdout is not None else sys.stdout
+    converted = 0
+    shared = None        # -o FILE or stdout, ABC: one streamed book, numbered across files
+    if outdir is None and to == "abc":
+        shared = AtomicTextWriter(output) if output is not None else _StreamOut(out)
+    collected = []       # -o FILE, not ABC: a file per tune, named once their number is known
+    written: dict = {}   # -O: target -> the input it came from
+    index = 0
+    try:
+        for f in files:
+            target = None
+            if outdir is not None:
+                target = outdir / (f.stem + ext)
+                if target in written:
+                    failures.append(f"{f}: not written: {target} already holds {written[target]} "
+                                    f"(two inputs of the same name)")
+                    continue
+            if to == "abc":
+                sink = shared if shared is not None else AtomicTextWriter(target)
+                n = 0
+                for label, score, title in scores_of(f, failures, midi_options):
+                    k = (index if shared is not None else n) + 1
+                    try:
+                        text = write_abc(score, index=k, title=title)
+                    except AbcgenError as e:
+                        failures.append(f"{label}: {e.message}")
+                        continue
+                    sink.write(("\n" if k > 1 else "") + text)
+                    n += 1
+                    if shared is not None:
+                        index += 1
+                if n:
+                    converted += 1
+                if shared is None:
+                    try:
+                        if sink.commit():
+                            written[target] = f
+                    except OSError as e:
+                        failures.append(f"{target}: cannot write: {e.strerror or e}")
+                        converted -= 1 if n else 0
                 continue
-            written[target] = f
-            _write_items(items, target, to, failures, expand_repeats)
-        else:
-            collected.extend(items)
-    if outdir is None and collected:
-        if output is not None:
-            _write_items(collected, output, to, failures, expand_repeats)
-        elif to == "abc":
-            sys.stdout.write(_abc_of(collected))
-            sys.stdout.flush()
-        else:
-            raise InputError(f"--to {to} writes files: give -o FILE or -O DIR")
+            items = list(scores_of(f, failures, midi_options))
+            if not items:
+                continue
+            converted += 1
+            if outdir is not None:
+                written[target] = f
+                _write_items(items, target, to, failures, expand_repeats, files)
+            else:
+                collected.extend(items)
+        if collected:
+            _write_items(collected, output, to, failures, expand_repeats, files)
+        if shared is not None:
+            try:
+                shared.commit()
+            except OSError as e:
+                failures.append(f"{output}: cannot write: {e.strerror or e}")
+                converted = 0
+    finally:
+        if shared is not None:
+            shared.discard()
     if log and files:
-        log(f"converted {len(files)} file(s), {len(failures)} failure(s)")
+        log(f"converted {converted} file(s), {len(failures)} failure(s)")
+    if converted == 0 and failures:
+        raise ConvertFailed(failures)
     return failures
 
 
-def _write_items(items, target: Path, to: str, failures: list[str], expand_repeats: bool = True) -> None:
+class _StreamOut:
+    """stdout with the writer's commit/discard (nothing to commit: each tune is out already)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, text: str) -> None:
+        self.f.write(text)
+        self.f.flush()
+
+    def commit(self) -> bool:
+        return True
+
+    def discard(self) -> None:
+        pass
+
+
+def _write_items(items, target: Path, to: str, failures: list[str], expand_repeats: bool = True,
+                 inputs=()) -> None:
     try:
-        if to == "abc":
-            atomic_write_text(target, _abc_of(items))
-            return
         fmt = {"mid": "midi", "midi": "midi", "mxl": "mxl"}.get(to, "musicxml")
         for i, (label, score, _title) in enumerate(items, 1):
             t = target if len(items) == 1 else target.with_name(f"{target.stem}-{i}{target.suffix}")
+            if any(same_file(t, f) for f in inputs):
+                failures.append(f"{label}: not written: {t} is an input file")
+                continue
             try:
                 if fmt == "midi":
                     data = score_to_midi(score, title=_title, expand_repeats=expand_repeats)

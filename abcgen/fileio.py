@@ -32,3 +32,78 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class AtomicTextWriter:
+    """Text written piece by piece to a temporary file beside ``path``; renamed over it on commit().
+
+    The temporary file is made on the first write, so a writer that never
+    writes leaves nothing behind and ``path`` untouched; discard() removes it.
+    Streaming: memory does not grow with what is written.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._f = None
+        self._tmp = None
+        self.written = 0
+
+    def write(self, text: str) -> None:
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                             dir=self.path.parent)
+            self._f = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self._f.write(text)
+        self.written += 1
+
+    def commit(self) -> bool:
+        """Rename the written text over ``path``; False (nothing done) when nothing was written."""
+        if self._f is None:
+            return False
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        self._f = self._tmp = None
+        return True
+
+    def discard(self) -> None:
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            try:
+                os.unlink(self._tmp)
+            except OSError:
+                pass
+        self._f = self._tmp = None
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file (links and ``..`` resolved); False when either is missing."""
+    a, b = Path(a), Path(b)
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def refuse_overwrite(outputs, inputs, what: str = "output") -> None:
+    """InputError (exit 2) when an output path names one of the input files: nothing is written."""
+    from .errors import InputError
+
+    ins = [Path(i) for i in inputs]
+    for out in outputs:
+        for i in ins:
+            if same_file(out, i):
+                raise InputError(f"the {what} {out} is the input file {i}: refusing to write over an "
+                                 "input; choose another name", file=None)

@@ -133,6 +133,12 @@ def export_npz(model: keras.Model, path: str | os.PathLike, meta: dict,
         dtype=dtype,
     )
     arrays = {name: a.astype(dtype) for name, a in weights.items()}
+    if isinstance(full_meta.get("vocab"), dict):
+        from .abc.tokens import Vocabulary
+        from .step import vocab_binding
+
+        v = full_meta["vocab"]
+        full_meta["vocab_binding"] = vocab_binding(arrays, Vocabulary(v["symbols"], v["level"]).fingerprint())
     meta_bytes = json.dumps(full_meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
     arrays["__meta__"] = np.frombuffer(meta_bytes, dtype=np.uint8)
 

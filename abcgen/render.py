@@ -90,14 +90,38 @@ def format_of(path: str | Path) -> str:
 # --------------------------------------------------------------------------- public API
 
 
+class RenderFailed(AbcgenError):
+    """Some tunes of a book could not be rendered: the others were written.
+
+    ``written``: the files written; ``failures``: one line per tune that
+    failed.  Exit 1 when some tunes were rendered, 2 when none was and
+    every failure was bad input.
+    """
+
+    def __init__(self, written: list[Path], failures: list[AbcgenError], total: int):
+        self.written = written
+        self.failures = [str(e) for e in failures]
+        ok = total - len(failures)
+        self.summary = f"rendered {ok} of {total} tune(s); {len(failures)} failed"
+        super().__init__(f"{self.summary}: {self.failures[0]}"
+                         + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))
+        if ok == 0 and all(isinstance(e, InputError) for e in failures):
+            self.exit_code = 2
+
+
 def render_file(abc_path: str | Path, out_path: str | Path, tune: int | str | None = None,
                 pianoroll: bool = False, log: Log = None) -> list[Path]:
     """Render every tune of a book (or only ``X:tune``); return the files written.
 
     With ``pianoroll`` and a ``.png`` output the PNG is a piano roll instead of
     sheet music; with any other output a piano roll ``name-roll.png`` is drawn
-    beside each file as well.
+    beside each file as well.  A tune that cannot be read or engraved does not
+    stop the others: they are written, and RenderFailed then lists every
+    failure.  An output that would be the input file is refused (exit 2)
+    before anything is written.
     """
+    from .fileio import refuse_overwrite
+
     out = Path(out_path)
     fmt = format_of(out)
     folder = out.parent if str(out.parent) else Path(".")
@@ -105,26 +129,51 @@ def render_file(abc_path: str | Path, out_path: str | Path, tune: int | str | No
         raise InputError(f"the output folder {str(folder)!r} does not exist")
 
     tunes = _select(read_book(abc_path), str(abc_path), tune)
-    # Parse everything first: a bad tune late in a book must not leave the
-    # first half of the book written.
-    parsed = [(t, parse_tune(t)) for t in tunes]
+    roll_only = pianoroll and fmt == "png"
+    paths = _tune_paths(out, tunes)
+    roll_base = out if roll_only else out.with_name(out.stem + "-roll.png")
+    roll_paths = _tune_paths(roll_base, tunes) if pianoroll else []
+    refuse_overwrite([out, *paths, *roll_paths], [abc_path])
+
+    failures: list[AbcgenError] = []
+    parsed = []
+    for i, t in enumerate(tunes):
+        try:
+            parsed.append((i, t, parse_tune(t)))
+        except AbcgenError as e:
+            from .convert import book_lines_of, locate
+
+            failures.append(locate(e, t, book_lines_of(Path(abc_path))))
 
     written: list[Path] = []
-    roll_only = pianoroll and fmt == "png"
     if fmt == "pdf":
         pages = []
-        for t, score in parsed:
-            pages.extend(_pdf_pages(score, t))
-        _write_atomic(out, _join_pdfs(pages))
-        written.append(out)
+        for _i, t, score in parsed:
+            try:
+                pages.extend(_pdf_pages(score, t))
+            except AbcgenError as e:
+                failures.append(e)
+        if pages:
+            _write_atomic(out, _join_pdfs(pages))
+            written.append(out)
     elif not roll_only:
-        for (t, score), path in zip(parsed, _tune_paths(out, tunes)):
-            written.extend(_render_one(score, path, fmt, t, log))
+        for i, t, score in parsed:
+            try:
+                written.extend(_render_one(score, paths[i], fmt, t, log))
+            except AbcgenError as e:
+                failures.append(e)
     if pianoroll:
-        base = out if roll_only else out.with_name(out.stem + "-roll.png")
-        for (t, score), path in zip(parsed, _tune_paths(base, tunes)):
-            _write_atomic(path, pianoroll_png(score, title=_display_title(t), log=log))
-            written.append(path)
+        for i, t, score in parsed:
+            try:
+                _write_atomic(roll_paths[i], pianoroll_png(score, title=_display_title(t), log=log))
+                written.append(roll_paths[i])
+            except AbcgenError as e:
+                failures.append(e)
+    if failures:
+        failures.sort(key=lambda e: next((k for k, t in enumerate(tunes) if t.x == e.tune), len(tunes)))
+        if len(failures) == 1 and not written:
+            raise failures[0]          # one tune, one error: as it is, with its own exit code
+        raise RenderFailed(written, failures, len(tunes))
     return written
 
 

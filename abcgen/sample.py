@@ -22,6 +22,8 @@ import numpy as np
 from .errors import AbcgenError, InputError
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
+# Above this the distribution is all but uniform: noise, not tunes (and the studio's bound too).
+MAX_TEMPERATURE = 5.0
 # From this many tunes on, the LSTM step runs in a thread beside the state machines.
 OVERLAP_MIN_BATCH = 4
 
@@ -48,8 +50,11 @@ def check_options(opts: SampleOptions) -> None:
     """
     if opts.count < 1 or opts.count > 10000:
         raise InputError("-n must be between 1 and 10000")
-    if not opts.temperature > 0:
-        raise InputError("--temperature must be positive")
+    if not 0 < opts.temperature <= MAX_TEMPERATURE:
+        raise InputError(f"--temperature must be above 0 and at most {MAX_TEMPERATURE:g}, "
+                         f"not {opts.temperature:g}")
+    if not 0 <= opts.seed < 2**63:
+        raise InputError(f"--seed must be between 0 and 2**63-1, not {opts.seed}")
     if not 0 < opts.top_p <= 1:
         raise InputError("--top-p must be in (0, 1]")
     if opts.top_k < 0:
@@ -65,7 +70,16 @@ def check_options(opts: SampleOptions) -> None:
 def generate(model: "Model", opts: SampleOptions, deadline: float | None = None) -> str:
     """The tune book of ``abcgen sample``: checked options, sampled tunes, X: and T: lines."""
     check_options(opts)
+    check_model(model, opts)
     return tune_book(model, sample(model, opts, deadline=deadline), opts)
+
+
+def check_model(model: "Model", opts: SampleOptions | None = None) -> None:
+    """InputError when the model cannot sample with these options (the grammar mask needs tokens)."""
+    if model.vocab.level != "token" and (opts is None or opts.constraints):
+        how = "sample with --no-constraints" if opts is not None else "the studio always uses the mask"
+        raise InputError(f"this is a {model.vocab.level}-level model: the ABC grammar mask works on "
+                         f"token-level models only (train with --level token; {how})", file=str(model.path))
 
 
 def resolve_model(path: str | None) -> Path:

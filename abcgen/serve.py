@@ -18,14 +18,23 @@ Keeping the server responsive:
 * the work runs in a thread pool, never on the event loop, so the page and
   other requests are answered while a tune is sampled or engraved;
 * each request has a time limit: past it the client gets a 503 with a
-  message; sampling also stops itself at the deadline (rendering, bounded by
-  the ABC size, finishes in the background and is dropped);
+  message; sampling stops itself at the deadline, and rendering (music21
+  parse, verovio, exporters) runs in a worker process (``Engraver``) that is
+  killed at the deadline, so a slow tune never holds up later requests;
 * each pool thread has its own copy of the model, because the NumPy LSTM
   keeps scratch buffers that two threads must not share; music21 parsing and
-  verovio engraving run one at a time (``_ENGRAVING``), as neither says it is
-  safe to run in two threads at once.
+  verovio engraving run one at a time (``_ENGRAVING``, and one engraving
+  worker process), as neither says it is safe to run in two threads at once.
 
-Errors are JSON ``{"error": "one line", "line": N|null, "tune": X|null}``:
+Safety: only requests whose ``Host`` is a name the studio serves (localhost,
+127.0.0.1, [::1], the address it listens on) are answered, else a 400, so a
+web page cannot reach it by DNS rebinding; every response says
+``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and a
+``Content-Security-Policy`` that allows only the studio's own files and
+no framing.
+
+Errors are JSON ``{"error": "one line", "line": N|null, "tune": X|null}``
+(every error, bodies that are not JSON or UTF-8 included):
 400 for bad input (ABC music21 cannot read, a header the model does not
 know), 422 for out-of-bounds fields and tunes that cannot be engraved, 503
 for time-outs.  Invalid ABC never gives a 500.
@@ -213,6 +222,106 @@ def _render_abc(text: str, fmt: str, tune: int | None = None) -> bytes:
     raise InputError(f"unknown format {fmt!r}; use one of {', '.join(CONTENT_TYPES)}")
 
 
+class Engraver:
+    """One worker process that parses and engraves, killed and replaced when a request runs out of time.
+
+    music21 and verovio cannot be stopped from another thread, so a tune that
+    takes minutes would hold the engraving lock (and a pool thread) long after
+    its request got its 503.  Here the work runs in a separate process (spawned:
+    no locks of this multi-threaded server are copied into it); a call waits
+    at most until its deadline, for the process to be free and for its answer,
+    and past it the process is killed and a fresh one started for the next
+    call.  Errors come back as their class name and fields, and are raised
+    again here as the same abcgen error.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc = None
+        self._conn = None
+
+    def _start(self):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=True)
+        self._proc = ctx.Process(target=_engraver_main, args=(child,), daemon=True,
+                                 name="abcgen-engraver")
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def _kill(self):
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(5)
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def call(self, name: str, args: tuple, deadline: float | None):
+        def left():
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        if not self._lock.acquire(timeout=-1 if deadline is None else left()):
+            raise RequestTimeout("the engraver stayed busy past this request's time limit; try again")
+        try:
+            if self._proc is None or not self._proc.is_alive():
+                self._kill()
+                self._start()
+            self._conn.send((name, args))
+            if not self._conn.poll(left()):
+                self._kill()   # stops the work; a fresh process starts now, for the next call
+                self._start()
+                raise RequestTimeout("the request ran out of time and its engraving was stopped; "
+                                     "ask for a shorter tune")
+            try:
+                kind, value = self._conn.recv()
+            except (EOFError, OSError):
+                self._kill()
+                raise AbcgenError("the engraving process died (out of memory or a crash)") from None
+        finally:
+            self._lock.release()
+        if kind == "ok":
+            return value
+        cls, msg, line, tune = value
+        raise {"EditorError": EditorError, "InputError": InputError,
+               "AbcParseError": AbcParseError}.get(cls, AbcgenError)(msg, line=line, tune=tune)
+
+    def warm(self):
+        """Start the process now (it imports music21 and verovio while the server waits for work)."""
+        with self._lock:
+            if self._proc is None:
+                self._start()
+
+    def close(self):
+        self._kill()
+
+
+def _engraver_main(conn) -> None:
+    """The engraving process: answer (name, args) requests until the pipe closes."""
+    import signal
+    import warnings
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the server handles Ctrl-C
+    warnings.simplefilter("ignore")
+    work = {"render": _render_abc, "notes": _note_events}
+    while True:
+        try:
+            name, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            out = ("ok", work[name](*args))
+        except AbcgenError as e:
+            out = ("error", (type(e).__name__, e.message, e.line, e.tune))
+        except Exception as e:  # noqa: BLE001 - a bug, reported as one line
+            out = ("error", ("AbcgenError", f"internal error: {type(e).__name__}: {e}", None, None))
+        try:
+            conn.send(out)
+        except (OSError, BrokenPipeError):
+            return
+
+
 def _qpm(score) -> float:
     """Quarter notes per minute: the tune's Q: if it has one, else a dance tempo for its meter."""
     from music21 import meter, tempo
@@ -312,9 +421,13 @@ class Studio:
 
         self.model_path = Path(model_path)
         self.model = Model(self.model_path)   # loads (and checks) it now, not on the first request
+        from .sample import check_model
+
+        check_model(self.model)               # the studio always samples with the grammar mask
         self.timeout = timeout
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="abcgen-serve")
         self._local = threading.local()
+        self.engraver = Engraver()
 
     def thread_model(self):
         from .sample import Model
@@ -338,13 +451,56 @@ class RequestTimeout(AbcgenError):
     pass
 
 
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    # The page's own script and style; engraved SVG is inserted inline (its style attributes);
+    # downloads and audio are blob: URLs; nothing may frame the studio.
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                "img-src 'self' data: blob:; font-src 'self' data:; media-src 'self' blob:; "
+                                "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                                "frame-ancestors 'none'"),
+}
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def host_names(host: str | None) -> set[str]:
+    """The ``Host`` names the studio answers to when it listens on ``host`` (lower case, no port)."""
+    names = set(LOOPBACK_NAMES)
+    if host:
+        h = host.strip().lower()
+        if h in ("0.0.0.0", "::", "[::]"):       # every interface: this machine's names too
+            import socket
+
+            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        elif ":" in h and not h.startswith("["):
+            names.add(f"[{h}]")
+        else:
+            names.add(h)
+    return names
+
+
+def _host_name(header: str) -> str:
+    """The name part of a Host header: ``[::1]:8000`` -> ``[::1]``, ``Localhost:80`` -> ``localhost``."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[: h.find("]") + 1] if "]" in h else h
+    return h.rsplit(":", 1)[0] if ":" in h else h
+
+
 def create_app(model_path: str | Path | None = None, *, timeout: float = DEFAULT_TIMEOUT,
-               workers: int = 2):
-    """The FastAPI app; ``model_path`` as ``abcgen sample --model`` takes it (None: the shipped model)."""
+               workers: int = 2, host: str | None = None):
+    """The FastAPI app; ``model_path`` as ``abcgen sample --model`` takes it (None: the shipped model).
+
+    ``host``: the address the server listens on; requests must name it, or
+    a loopback name, in their ``Host`` header.
+    """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from . import __version__
     from . import sample as S
 
@@ -353,12 +509,27 @@ def create_app(model_path: str | Path | None = None, *, timeout: float = DEFAULT
 
     @asynccontextmanager
     async def lifespan(app):
+        studio.engraver.warm()
         yield
         studio.pool.shutdown(wait=False, cancel_futures=True)
+        studio.engraver.close()
 
     app = FastAPI(title="abcgen studio", version=__version__, lifespan=lifespan,
                   description="Generate folk tunes in ABC notation, engrave them and hear them.")
     app.state.studio = studio
+    allowed = host_names(host)
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next):
+        name = _host_name(request.headers.get("host", ""))
+        if name not in allowed:
+            response = error(400, f"host {name or '(none)'!r} is not served here; "
+                                  f"open http://127.0.0.1:PORT/ (or the address the studio listens on)")
+        else:
+            response = await call_next(request)
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
 
     def error(status: int, e: Exception | str, line=None, tune=None):
         if isinstance(e, AbcgenError):
@@ -380,6 +551,17 @@ def create_app(model_path: str | Path | None = None, *, timeout: float = DEFAULT
             loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             msgs.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
         return error(422, "; ".join(msgs) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        # FastAPI's own errors (a body that is not JSON or not UTF-8, nested too deep; 404; 405)
+        detail = exc.detail if isinstance(exc.detail, str) else "invalid request"
+        if detail == "There was an error parsing the body":
+            detail = "the request body is not valid JSON (UTF-8, nested at most a few levels)"
+        resp = error(exc.status_code, detail)
+        for k, v in (getattr(exc, "headers", None) or {}).items():
+            resp.headers[k] = v
+        return resp
 
     @app.exception_handler(RequestTimeout)
     async def _timeout(request: Request, exc: RequestTimeout):
@@ -435,7 +617,8 @@ def create_app(model_path: str | Path | None = None, *, timeout: float = DEFAULT
                                "description": "the file"}})
     async def api_render(req: RenderRequest):
         """The ABC engraved (svg, png, pdf) or converted (mid, musicxml); as ``abcgen render`` does."""
-        data = await studio.run(render_abc, req.abc, req.format, req.tune)
+        deadline = time.monotonic() + studio.timeout
+        data = await studio.run(studio.engraver.call, "render", (req.abc, req.format, req.tune), deadline)
         name = f"abcgen.{EXTENSIONS[req.format]}"
         return Response(data, media_type=CONTENT_TYPES[req.format],
                         headers={"Content-Disposition": f'inline; filename="{name}"'})
@@ -443,6 +626,7 @@ def create_app(model_path: str | Path | None = None, *, timeout: float = DEFAULT
     @app.post("/api/notes")
     async def api_notes(req: NotesRequest) -> dict:
         """Note events of one tune for the page's synthesiser: onset and duration in quarter notes, MIDI pitch."""
-        return await studio.run(note_events, req.abc, req.tune)
+        deadline = time.monotonic() + studio.timeout
+        return await studio.run(studio.engraver.call, "notes", (req.abc, req.tune), deadline)
 
     return app

@@ -176,7 +176,50 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
         if key in meta and meta[key] != actual:
             raise InputError(f"meta says {key}={meta[key]!r} but the arrays give {actual}",
                              file=fname)
+    if "vocab" in meta:
+        check_vocab_meta(meta, raw, vocab, fname)
     return weights, meta
+
+
+def vocab_binding(arrays: dict[str, np.ndarray], fingerprint: str) -> str:
+    """A digest that ties a vocabulary (its fingerprint) to the weight arrays as stored.
+
+    Stored in the meta at export and checked on load: a vocabulary shuffled,
+    or taken from another model, no longer matches the weights, even when its
+    own fingerprint was recomputed.
+    """
+    import hashlib
+
+    h = hashlib.sha256(fingerprint.encode("ascii"))
+    for name in sorted(arrays):
+        if name == "__meta__":
+            continue
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode("ascii"))
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def check_vocab_meta(meta: dict, raw: dict[str, np.ndarray], vocab_size: int, fname: str) -> None:
+    """The meta's vocabulary must be usable, as large as the weights' and the one they were trained with."""
+    from .abc.tokens import Vocabulary
+
+    v = meta["vocab"]
+    if not isinstance(v, dict):
+        raise InputError("the model's vocabulary is not a JSON object", file=fname)
+    try:
+        voc = Vocabulary(v.get("symbols"), v.get("level"))
+    except InputError as e:
+        raise InputError(f"the model's vocabulary is unusable ({e.message})", file=fname) from None
+    if len(voc) != vocab_size:
+        raise InputError(f"the model's vocabulary has {len(voc)} symbols but its weights are for "
+                         f"{vocab_size}: the vocabulary belongs to another model", file=fname)
+    if "fingerprint" in v and v["fingerprint"] != voc.fingerprint():
+        raise InputError("the model's vocabulary does not match its fingerprint (reordered or edited)",
+                         file=fname)
+    if "vocab_binding" in meta and meta["vocab_binding"] != vocab_binding(raw, voc.fingerprint()):
+        raise InputError("the model's vocabulary is not the one its weights were trained with "
+                         "(reordered, edited or from another model)", file=fname)
 
 
 # --------------------------------------------------------------------------
@@ -460,6 +503,12 @@ def save_npz(path: str | os.PathLike, weights: dict[str, np.ndarray], meta: dict
         raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
     arrays = {name: np.asarray(a).astype(dtype) for name, a in weights.items()}
     meta = dict(meta, dtype=dtype)
+    meta.pop("vocab_binding", None)
+    if isinstance(meta.get("vocab"), dict):
+        from .abc.tokens import Vocabulary
+
+        v = meta["vocab"]
+        meta["vocab_binding"] = vocab_binding(arrays, Vocabulary(v["symbols"], v["level"]).fingerprint())
     arrays["__meta__"] = np.frombuffer(json.dumps(meta, sort_keys=True, ensure_ascii=False)
                                        .encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()

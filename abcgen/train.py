@@ -224,6 +224,13 @@ def tune_bits(model, tunes: list, batch_size: int = 32) -> tuple[float, int]:
 # Run directory
 
 
+def _share(path: Path) -> None:
+    """The mode a plain open() gives (0644 under the usual umask), as the other run files have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -269,7 +276,16 @@ class RunDir:
         if not history:
             return
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(history[0].keys()))
+        # The columns in the order of the first write: state.json (sorted keys) must not reorder them
+        # on --resume.
+        columns = list(history[-1].keys())
+        try:
+            with open(self.path / "metrics.csv", encoding="utf-8", newline="") as f:
+                before = next(csv.reader(f), [])
+            columns = [c for c in before if c in columns] + [c for c in columns if c not in before]
+        except OSError:
+            pass
+        w = csv.DictWriter(buf, fieldnames=columns)
         w.writeheader()
         w.writerows(history)
         atomic_write_text(self.path / "metrics.csv", buf.getvalue())
@@ -338,8 +354,55 @@ def resolve_config(run: RunDir, resume: bool, given: dict, cls=TrainConfig, froz
 
 
 def quiet_tensorflow() -> None:
-    """TensorFlow's C++ start-up chatter is not for users; errors still show."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """TensorFlow's C++ start-up chatter is not for users.
+
+    TF_CPP_MIN_LOG_LEVEL is set before TensorFlow loads; the lines its C++
+    libraries write before their logging starts (oneDNN, CUDA stubs, cuInit
+    on a machine with no GPU) ignore it, so the import and the first device
+    query run with file descriptor 2 sent to a temporary file, which is shown
+    only when the import fails.
+    """
+    import sys
+    import tempfile
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as said:
+        os.dup2(said.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+        except BaseException:
+            os.dup2(saved, 2)
+            said.seek(0)
+            sys.stderr.write(said.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """--out must be a folder that is or can be made writable: one line (exit 2) before any work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a run folder; choose another --out")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"--out {out}: {probe} is a file, not a folder")
+    try:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise InputError(f"--out {out} is not writable: {e.strerror or e}") from None
 
 
 def run_format(out: Path, given: dict, resume: bool) -> str:
@@ -354,11 +417,12 @@ def run_format(out: Path, given: dict, resume: bool) -> str:
 
 def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     """Train (or resume) a model into the run directory; returns the final state."""
+    check_out(out, resume)
+    quiet_tensorflow()
     if run_format(out, given, resume) == "pianoroll":
         from .pianoroll_train import train_roll
 
         return train_roll(out, given, resume=resume, log=log)
-    quiet_tensorflow()
     run = RunDir(out)
     cfg = resolve_config(run, resume, given)
     if cfg.format != "abc":
@@ -381,6 +445,7 @@ def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     else:
         model = new_model(cfg, len(data.vocab))
         data.vocab.save(run.path / "vocab.json")
+        _share(run.path / "vocab.json")
         state = fresh_state(cfg)
     run.write_json("config.json", asdict(cfg))
 

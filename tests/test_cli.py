@@ -83,3 +83,103 @@ def test_prepare_bad_usage():
 def test_debug_shows_traceback():
     r = run("--debug", "convert", "no/such/file.abc")
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_export_and_sample_never_write_over_their_model(tmp_path, random_model):
+    import shutil
+
+    m = tmp_path / "m.npz"
+    shutil.copy(random_model, m)
+    before = m.read_bytes()
+    r = run("export", str(m), "-o", str(m))
+    assert r.returncode == 2 and "refusing to write over an input" in r.stderr, r.stderr
+    assert m.read_bytes() == before
+    r = run("sample", "--format", "pianoroll", "--model", str(m), "-o", str(tmp_path / "m.mid"),
+            "--length", "5")
+    assert r.returncode == 2 and "Traceback" not in r.stderr   # m.npz is not a pianoroll model...
+    r = run("sample", "--format", "pianoroll", "--model", str(m), "-o", str(m))
+    assert r.returncode == 2 and "refusing to write over an input" in r.stderr, r.stderr
+    assert m.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def _char_labelled(random_model, tmp_path):
+    """The random model with its vocabulary labelled char (as an old, unbound char-level run loads)."""
+    import json
+
+    import numpy as np
+
+    from abcgen.abc.tokens import Vocabulary
+
+    with np.load(random_model, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    meta.pop("vocab_binding")
+    v = meta["vocab"]
+    v["level"] = "char"
+    v["fingerprint"] = Vocabulary(v["symbols"], "char").fingerprint()
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "char.npz", **arrays)
+    return tmp_path / "char.npz"
+
+
+def test_sample_options_out_of_bounds_are_one_line_exit_2(random_model, tmp_path):
+    m = str(random_model)
+    for args, message in [
+        (["--seed", "-5"], "--seed must be between 0 and 2**63-1, not -5"),
+        (["--temperature", "inf"], "--temperature must be above 0 and at most 5, not inf"),
+        (["--temperature", "1e9"], "--temperature must be above 0 and at most 5, not 1e+09"),
+        (["--temperature", "nan"], "--temperature must be above 0 and at most 5, not nan"),
+        (["--temperature", "0"], "--temperature must be above 0 and at most 5, not 0"),
+        (["-n", "0"], "-n must be between 1 and 10000"),
+    ]:
+        r = run("sample", "--model", m, *args)
+        assert r.returncode == 2 and r.stderr == f"abcgen: error: {message}\n", (args, r.stderr)
+        assert r.stdout == ""
+    r = run("sample", "--model", m, "--temperature", "5", "--max-tokens", "40", "--seed", "3")
+    assert r.returncode == 0 and r.stdout.startswith("X:1\n")
+
+
+def test_char_level_model_is_a_clear_error_not_an_internal_one(random_model, tmp_path):
+    char = _char_labelled(random_model, tmp_path)
+    r = run("sample", "--model", str(char))
+    assert r.returncode == 2 and "internal error" not in r.stderr
+    assert "char-level model: the ABC grammar mask works on token-level models only" in r.stderr
+    import socket
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    r = run("serve", "--model", str(char), "--port", str(port))
+    assert r.returncode == 2 and "char-level model" in r.stderr and "internal error" not in r.stderr
+    r = run("sample", "--model", str(char), "--no-constraints", "--max-tokens", "20")
+    assert r.returncode == 0 and r.stdout.startswith("X:1\n")
+
+
+def test_train_out_checks_quiet_tensorflow_file_modes_and_metrics_order(tmp_path):
+    tiny = ["--corpus", str(MINI), "--hidden", "16", "--embed-dim", "8", "--seq-len", "16",
+            "--batch-size", "4", "--seed", "3", "--patience", "10"]
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    r = run("train", "--out", str(afile), *tiny, "--epochs", "1")
+    assert r.returncode == 2 and r.stderr == f"abcgen: error: --out {afile} is a file, not a run folder; " \
+                                             "choose another --out\n", r.stderr
+    assert afile.read_text() == "keep me\n"
+    r = run("train", "--out", str(afile / "run"), *tiny, "--epochs", "1")
+    assert r.returncode == 2 and "is a file, not a folder" in r.stderr and "internal error" not in r.stderr
+    r = run("train", "--out", "/proc/abcgen-cannot-be-here/run", *tiny, "--epochs", "1")
+    assert r.returncode == 2 and "is not writable" in r.stderr and "internal error" not in r.stderr
+
+    out = tmp_path / "run"
+    r = run("train", "--out", str(out), *tiny, "--epochs", "1")
+    assert r.returncode == 0, r.stderr
+    for marker in ("I0000", "E0000", "W0000", "cuInit", "oneDNN", "absl", "cuda"):
+        assert marker not in r.stderr, r.stderr
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,train_loss,")
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir() if p.is_file()}
+    assert modes["vocab.json"] == modes["config.json"] == modes["metrics.csv"], modes
+    r = run("train", "--out", str(out), "--resume", "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0] == header and len(rows) == 3

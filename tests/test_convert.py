@@ -191,13 +191,13 @@ def test_bad_inputs_one_line_each_the_rest_converted(tmp_path, fname, data, reas
     assert out.read_text().startswith("X:1\nT:good\nM:2/4\n")          # the good file still converted
 
 
-def test_failed_batch_leaves_existing_output_alone_and_exits_1(tmp_path):
+def test_failed_batch_leaves_existing_output_alone_and_exits_2(tmp_path):
     bad = tmp_path / "bad.mid"
     bad.write_bytes(MIDI_GOOD[:30])
     out = tmp_path / "out.abc"
     out.write_text("old\n")
     r = run("convert", str(bad), "-o", str(out))
-    assert r.returncode == 1
+    assert r.returncode == 2      # nothing converted: bad input
     assert "bad.mid" in r.stderr and "truncated" in r.stderr and "Traceback" not in r.stderr
     assert out.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mid", "out.abc"]
@@ -220,7 +220,7 @@ def test_midi_options_on_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "V:1\n" in r.stdout and "V:2\n" in r.stdout
     r = run("convert", str(mid), "--track", "7")
-    assert r.returncode == 1 and "no track 7" in r.stderr and "1 (Bass, channel" not in r.stderr
+    assert r.returncode == 2 and "no track 7" in r.stderr and "1 (Bass, channel" not in r.stderr
     assert "1 (Bass, 8 notes), 2 (Tune, 16 notes)" in r.stderr
 
 
@@ -261,3 +261,123 @@ def test_sample_spreads_over_the_corpus(tmp_path):
                                                  for i in range(1, 11)))
     _name, tunes, total = midi_check.sample_tunes(str(tmp_path), 4)
     assert total == 10 and [t.x for t in tunes] == ["1", "3", "6", "8"]
+
+
+# --------------------------------------------------------------------------
+# Hardening (issue 17): no pickle, no input overwritten, streaming, exit codes
+
+
+class _Planted:
+    """Unpickling this makes the folder ``path``: the proof that a pickle was loaded."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.path,))
+
+
+def test_musicxml_never_loads_or_stores_a_music21_pickle(tmp_path):
+    import pickle
+    import zlib
+
+    from music21 import converter
+
+    xml = tmp_path / "polka.musicxml"
+    (tmp_path / "polka.abc").write_text(POLKA)
+    assert convert([str(tmp_path / "polka.abc")], output=xml) == []
+    fp_pickle = converter.PickleFilter(xml).status()[2]
+    assert fp_pickle is not None, "music21 has no scratch folder: the planted pickle cannot be tested"
+    fp_pickle = Path(fp_pickle)
+    fp_pickle.parent.mkdir(parents=True, exist_ok=True)
+    marker = tmp_path / "pickle-was-loaded"
+    try:
+        fp_pickle.write_bytes(zlib.compress(pickle.dumps(_Planted(marker))))
+        import os
+        import time
+
+        later = time.time() + 3600            # newer than the file: music21 would prefer it
+        os.utime(fp_pickle, (later, later))
+        out = tmp_path / "back.abc"
+        assert convert([str(xml)], output=out) == []
+        assert not marker.exists(), "the planted pickle was unpickled"
+        assert "AB cd|e2 e2|" in out.read_text()
+        fp_pickle.unlink()
+        assert convert([str(xml)], output=tmp_path / "again.abc") == []
+        assert not fp_pickle.exists(), "music21 stored a pickle of the parsed file"
+    finally:
+        if fp_pickle.exists():
+            fp_pickle.unlink()
+
+
+def test_output_over_an_input_is_refused_exit_2(tmp_path):
+    src = tmp_path / "tune.abc"
+    src.write_text(POLKA)
+    r = run("convert", str(src), "-o", str(src))
+    assert r.returncode == 2 and "refusing to write over an input" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and src.read_text() == POLKA
+    r = run("convert", "tune.abc", "-O", ".", cwd=tmp_path)
+    assert r.returncode == 2 and "refusing to write over an input" in r.stderr, r.stderr
+    assert src.read_text() == POLKA
+    link = tmp_path / "link.abc"
+    link.symlink_to(src)
+    r = run("convert", str(src), "-o", str(link))
+    assert r.returncode == 2 and src.read_text() == POLKA
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.abc", "tune.abc"]
+
+
+def test_single_bad_input_exits_2_and_says_0_converted(tmp_path):
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(MIDI_GOOD[:30])
+    r = run("convert", str(bad))
+    assert r.returncode == 2, r.stderr
+    assert "converted 0 file(s), 1 failure(s)" in r.stderr and "converted 1" not in r.stderr
+    assert "bad.mid" in r.stderr and "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_abc_out_is_streamed_tune_by_tune_in_order(tmp_path, monkeypatch):
+    """Each tune is written before the next one is parsed; the output is the whole book, in order."""
+    import io
+
+    import abcgen.convert as C
+
+    events = []
+    real_parse = C.parse_tune
+
+    def parse(t):
+        events.append(("parse", t.x))
+        return real_parse(t)
+
+    class Out(io.StringIO):
+        def write(self, s):
+            events.append(("write", s[s.index("T:") + 2: s.index("\n", s.index("T:"))]))
+            return super().write(s)
+
+    monkeypatch.setattr(C, "parse_tune", parse)
+    book = tmp_path / "book.abc"
+    book.write_text("".join(f"X:{i}\nT:t{i}\nM:2/4\nL:1/8\nK:C\nCD EF|G4|]\n\n" for i in range(1, 5))
+                    + "X:9\nT:bad\nM:2/4\nL:1/8\nK:C\n")
+    out = Out()
+    failures = convert([str(book)], stdout=out)
+    assert len(failures) == 1 and "X:9" in failures[0]
+    assert events[:8] == [("parse", "1"), ("write", "t1"), ("parse", "2"), ("write", "t2"),
+                          ("parse", "3"), ("write", "t3"), ("parse", "4"), ("write", "t4")]
+    text = out.getvalue()
+    assert [ln for ln in text.splitlines() if ln.startswith("X:")] == ["X:1", "X:2", "X:3", "X:4"]
+    # the same book to a file: the same text, written atomically
+    assert convert([str(book)], output=tmp_path / "o.abc") == failures
+    assert (tmp_path / "o.abc").read_text() == text
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("head,bad_line", [("", 8), ("M:4/4\nL:1/8\n\nX:1\nT:a\nK:C\nCDEF|\n\n", 16)])
+def test_unterminated_chord_is_reported_at_its_own_line(tmp_path, head, bad_line):
+    book = tmp_path / "chord.abc"
+    book.write_text(head + "X:2\nT:t\nM:4/4\nL:1/8\nK:C\nCDEF GABc|\nCDEF GABc|\n[CEG GABc|\nCDEF|\n")
+    assert book.read_text().splitlines()[bad_line - 1] == "[CEG GABc|"
+    r = run("convert", str(book))
+    assert f"{book}:{bad_line} tune X:2: music21 cannot parse" in r.stderr, r.stderr
+    r = run("render", str(book), "-o", str(tmp_path / "c.svg"))
+    assert f"{book}:{bad_line} tune X:2: music21 cannot parse" in r.stderr, r.stderr

@@ -99,7 +99,7 @@ def test_export_weights_names_and_shapes(model2):
 
 def test_export_npz_round_trip_float32(model2, tmp_path):
     path = tmp_path / "m.npz"
-    meta = {"vocab": ["a", "b", "ü"], "epochs": 3}
+    meta = {"tags": ["a", "b", "ü"], "epochs": 3}
     export_npz(model2, path, meta, dtype="float32")
 
     # Readable without pickle, and the meta is bytes rather than an object.
@@ -110,7 +110,7 @@ def test_export_npz_round_trip_float32(model2, tmp_path):
 
     weights, loaded_meta = load_npz(path)
     assert loaded_meta == stored
-    assert loaded_meta["vocab"] == ["a", "b", "ü"] and loaded_meta["epochs"] == 3
+    assert loaded_meta["tags"] == ["a", "b", "ü"] and loaded_meta["epochs"] == 3
     assert loaded_meta["format_version"] == FORMAT_VERSION
     assert (loaded_meta["layers"], loaded_meta["hidden"], loaded_meta["embed_dim"],
             loaded_meta["vocab_size"], loaded_meta["dtype"]) == (2, HIDDEN, EMBED, VOCAB,
@@ -120,7 +120,7 @@ def test_export_npz_round_trip_float32(model2, tmp_path):
     for name, arr in original.items():
         assert weights[name].dtype == np.float32
         np.testing.assert_array_equal(weights[name], arr)
-    assert meta == {"vocab": ["a", "b", "ü"], "epochs": 3}, "caller's meta was modified"
+    assert meta == {"tags": ["a", "b", "ü"], "epochs": 3}, "caller's meta was modified"
 
 
 def test_export_npz_float16(model2, tmp_path):

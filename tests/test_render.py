@@ -283,19 +283,56 @@ def test_unknown_extension_exits_2_listing_formats(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bad_abc_exits_2_naming_file_and_tune(tmp_path):
+def test_bad_tune_in_a_book_the_good_ones_rendered_exit_1(tmp_path):
     r = cli("render", BAD, "-o", tmp_path / "bad.svg")
-    assert r.exit_code == 2
-    line = r.output.strip()
-    assert len(line.splitlines()) == 1 and "Traceback" not in line
-    assert "bad.abc" in line and "X:7" in line
-    assert list(tmp_path.iterdir()) == []      # not even the good tune X:1
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output
+    assert f"wrote {tmp_path / 'bad-1.svg'}" in r.output
+    assert "bad.abc:11 tune X:7" in r.output      # the L:1/0 line, not the X: line and "rendered 1 of 2 tune(s); 1 failed" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad-1.svg"]      # X:1, and nothing of X:7
 
 
-def test_bad_abc_raises_parse_error_with_line(tmp_path):
-    with pytest.raises(AbcParseError) as e:
+def test_bad_abc_raises_render_failed_with_the_parse_error_line(tmp_path):
+    with pytest.raises(render.RenderFailed) as e:
         render.render_file(BAD, tmp_path / "unused.svg")
-    assert e.value.tune == "7" and e.value.line == 8 and e.value.file.endswith("bad.abc")
+    assert e.value.written == [tmp_path / "unused-1.svg"] and e.value.exit_code == 1
+    assert len(e.value.failures) == 1 and e.value.failures[0].startswith(f"{BAD}:11 tune X:7: ")
+
+
+def test_book_with_one_good_and_two_bad_tunes_lists_every_failure(tmp_path):
+    good = JIG.read_text().replace("X:1", "X:2", 1)
+    book = tmp_path / "book.abc"
+    book.write_text("X:1\nT:one\nM:4/4\nL:1/0\nK:C\nCDEF|\n\n" + good
+                    + "\nX:3\nT:three\nM:4/4\nL:1/8\nK:C\n\n")
+    for ext in ("svg", "pdf", "mid"):
+        r = cli("render", book, "-o", tmp_path / f"out.{ext}")
+        assert r.exit_code == 1, r.output
+        assert "X:1" in r.output and "X:3" in r.output and "rendered 1 of 3 tune(s); 2 failed" in r.output
+        assert "Traceback" not in r.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["book.abc", "out-2.mid", "out-2.svg", "out.pdf"], names
+    assert svg_notes((tmp_path / "out-2.svg").read_text()) == n_pitches(score_of(JIG))
+
+
+def test_single_bad_tune_exits_2_and_writes_nothing(tmp_path):
+    bad = tmp_path / "one.abc"
+    bad.write_text("X:1\nT:one\nM:4/4\nL:1/0\nK:C\nCDEF|\n")
+    r = cli("render", bad, "-o", tmp_path / "one.svg")
+    assert r.exit_code == 2 and "one.abc" in r.output and "Traceback" not in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.abc"]
+
+
+@pytest.mark.parametrize("name", ["tune.abc", "tune-1.abc"])
+def test_render_never_writes_over_its_input(tmp_path, name):
+    """``-o`` naming the input itself (an .abc output is not a format, but a book's per-tune name can be)."""
+    src = tmp_path / name
+    src.write_text(JIG.read_text())
+    before = src.read_bytes()
+    link = tmp_path / "tune.svg"
+    link.symlink_to(src)
+    r = cli("render", src, "-o", link)
+    assert r.exit_code == 2 and "refusing to write over an input" in r.output, r.output
+    assert src.read_bytes() == before and link.is_symlink()
 
 
 def test_missing_tune_number_lists_what_there_is(tmp_path):

@@ -35,7 +35,7 @@ TUNE = {"meter": "6/8", "unit": "1/8", "key": "Gmaj", "temperature": 0.5, "max_t
 
 @pytest.fixture(scope="module")
 def client(random_model):
-    with TestClient(SV.create_app(random_model, timeout=60)) as c:
+    with TestClient(SV.create_app(random_model, timeout=60), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -245,7 +245,7 @@ def test_render_limits(client, body, message):
 
 
 def test_slow_request_times_out_cleanly(random_model):
-    with TestClient(SV.create_app(random_model, timeout=0.05)) as c:
+    with TestClient(SV.create_app(random_model, timeout=0.05), base_url="http://localhost") as c:
         r = c.post("/api/sample", json={"count": 16, "max_tokens": 2000, "seed": 1})
         assert r.status_code == 503
         assert r.json()["error"].startswith(("the request took longer than 0.05 s", "sampling stopped after"))
@@ -327,6 +327,16 @@ def test_server_answers_while_a_slow_request_runs(server):
     assert done["slow"][1] == 200 and done["slow"][0] > quick
 
 
+def _wait_for(page, expr: str, timeout: float = 60000) -> None:
+    """Poll a JavaScript expression from Python: the page's CSP forbids eval, which
+    Playwright's wait_for_function uses for its predicate (page.evaluate is not bound by it)."""
+    t0 = time.monotonic()
+    while not page.evaluate(expr):
+        assert (time.monotonic() - t0) * 1000 < timeout, f"timed out waiting for {expr}"
+        time.sleep(0.1)
+
+
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -354,7 +364,7 @@ def test_page_generates_engraves_edits_and_plays(server, browser):
     # A shared link: the settings in the query string regenerate the tune.
     page.goto(server + "/?meter=6/8&unit=1/8&key=Gmaj&t=0.5&seed=4&len=100")
     page.wait_for_selector("#sheet svg g.staff", timeout=60000)
-    page.wait_for_function("document.getElementById('status').textContent.includes('engraved')")
+    _wait_for(page, "document.getElementById('status').textContent.includes('engraved')")
     expected = httpx.post(server + "/api/sample", json={**TUNE, "seed": 4}).json()["abc"]
     assert page.input_value("#abc") == expected
     assert page.locator("#sheet svg g.note").count() > 0
@@ -363,7 +373,7 @@ def test_page_generates_engraves_edits_and_plays(server, browser):
     # Generate with another seed from the form: the URL follows.
     page.fill("#seed", "5")
     page.click("#generate")
-    page.wait_for_function("document.getElementById('abc').value.includes('seed 5 tune 1')")
+    _wait_for(page, "document.getElementById('abc').value.includes('seed 5 tune 1')")
     assert "seed=5" in page.url and "key=Gmaj" in page.url
 
     # An edit that music21 cannot read: an inline error naming the line, and the gutter marks it.
@@ -374,11 +384,94 @@ def test_page_generates_engraves_edits_and_plays(server, browser):
     # Fixed: the error goes and the sheet shows the new tune (8 note heads).
     page.fill("#abc", "X:1\nT:Fixed\nM:4/4\nL:1/8\nK:C\nCDEF GABc|]\n")
     page.wait_for_selector("#abc-error", state="hidden", timeout=30000)
-    page.wait_for_function("document.querySelectorAll('#sheet svg g.notehead').length === 8")
+    _wait_for(page, "document.querySelectorAll('#sheet svg g.notehead').length === 8")
 
     page.click("#play")
-    page.wait_for_function("document.getElementById('play').textContent.includes('Stop')", timeout=30000)
+    _wait_for(page, "document.getElementById('play').textContent.includes('Stop')", timeout=30000)
     page.click("#play")
-    page.wait_for_function("document.getElementById('play').textContent.includes('Play')")
+    _wait_for(page, "document.getElementById('play').textContent.includes('Play')")
     assert errors == []
     page.close()
+
+
+# --------------------------------------------------------------------------- hardening (issue 17)
+
+
+@pytest.mark.parametrize("host,status", [
+    ("127.0.0.1:8000", 200), ("localhost", 200), ("LOCALHOST:80", 200), ("[::1]:8000", 200),
+    ("evil.example", 400), ("evil.example:8000", 400), ("127.0.0.1.evil.example", 400),
+    ("localhost.attacker.net:8000", 400), ("", 400),
+])
+def test_only_the_hosts_it_serves_are_answered(client, host, status):
+    r = client.get("/api/model", headers={"host": host})
+    assert r.status_code == status, r.text
+    if status == 400:
+        body = r.json()
+        assert set(body) == {"error", "line", "tune"} and "is not served here" in body["error"]
+        r = client.post("/api/sample", json=TUNE, headers={"host": host})
+        assert r.status_code == 400
+        assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_the_bound_host_is_served_too(random_model):
+    with TestClient(SV.create_app(random_model, host="192.168.1.5"), base_url="http://192.168.1.5:8000") as c:
+        assert c.get("/api/model").status_code == 200
+        assert c.get("/api/model", headers={"host": "192.168.1.6"}).status_code == 400
+    assert SV.host_names("::1") >= {"[::1]"} and "[fe80::1]" in SV.host_names("fe80::1")
+
+
+def test_security_headers_on_page_files_and_api(client):
+    for r in (client.get("/"), client.get("/static/studio.js"), client.get("/api/model"),
+              client.post("/api/render", json={"abc": JIG}), client.post("/api/render", json={"abc": ""})):
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        csp = r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self';" in csp and "object-src 'none'" in csp
+        assert "unsafe-eval" not in csp
+
+
+@pytest.mark.parametrize("data,ctype", [
+    (b'{"abc": "X:1\\nK:C\\n\xff\xfe"}', "application/json"),
+    (b"[" * 5000 + b"]" * 5000, "application/json"),
+    (b'{"abc": ' + b"[" * 3000 + b"]" * 3000 + b"}", "application/json"),
+    (b"\xff\xfe\xfd", "application/json"),
+    (b"abc=1", "application/x-www-form-urlencoded"),
+])
+def test_unreadable_bodies_get_the_documented_error_shape(client, data, ctype):
+    for path in ("/api/render", "/api/sample", "/api/notes"):
+        r = client.post(path, content=data, headers={"content-type": ctype})
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+        body = r.json()
+        assert set(body) == {"error", "line", "tune"} and body["error"], body
+    assert client.get("/api/model").status_code == 200
+
+
+def test_unknown_paths_get_the_documented_error_shape(client):
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and set(r.json()) == {"error", "line", "tune"}
+    r = client.get("/api/sample")
+    assert r.status_code == 405 and set(r.json()) == {"error", "line", "tune"}
+
+
+LONG = "X:1\nT:Long\nM:4/4\nL:1/8\nK:D\n" + "|".join(["ABcd efga"] * 600) + "|]\n"
+
+
+def test_a_render_past_its_time_is_stopped_and_holds_up_nothing(random_model):
+    """The slow render's worker process is killed at the deadline; the next render is answered at once."""
+    with TestClient(SV.create_app(random_model, timeout=4), base_url="http://127.0.0.1") as c:
+        eng = c.app.state.studio.engraver
+        assert c.post("/api/render", json={"abc": JIG}).status_code == 200     # the worker is up
+        pid = eng._proc.pid
+        t0 = time.monotonic()
+        r = c.post("/api/render", json={"abc": LONG})
+        assert r.status_code == 503 and "stopped" in r.json()["error"], r.text
+        assert time.monotonic() - t0 < 10
+        time.sleep(0.2)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)                       # the slow render's process is gone
+        t1 = time.monotonic()
+        r = c.post("/api/render", json={"abc": JIG})
+        assert r.status_code == 200 and r.content.startswith(b"<svg")
+        r = c.post("/api/notes", json={"abc": JIG})
+        assert r.status_code == 200 and r.json()["events"]
+        assert time.monotonic() - t1 < 4         # not waiting for the slow tune's engraving

@@ -278,3 +278,72 @@ def test_meta_disagrees_with_arrays(tmp_path):
     path = _write_npz(tmp_path / "meta.npz", {"format_version": 1, "hidden": 8},
                       **_good_arrays(hidden=4))
     _assert_input_error(path, "hidden")
+
+
+# --------------------------------------------------------------------------- vocabulary against weights (issue 17)
+
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    """A copy of an exported model with its meta changed by ``edit(meta)``."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    edit(meta)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(dst, **arrays)
+    return dst
+
+
+def _refit(meta):
+    from abcgen.abc.tokens import Vocabulary
+
+    v = meta["vocab"]
+    v["fingerprint"] = Vocabulary(v["symbols"], v["level"]).fingerprint()
+
+
+def test_exported_model_binds_its_vocabulary_and_loads(random_model):
+    weights, meta = load_npz(random_model)
+    assert len(meta["vocab_binding"]) == 64 and len(meta["vocab"]["symbols"]) == meta["vocab_size"]
+
+
+@pytest.mark.parametrize("what,edit,message", [
+    ("one symbol more", lambda m: m["vocab"]["symbols"].append("zz"), "symbols but its weights are for"),
+    ("one symbol less", lambda m: m["vocab"]["symbols"].pop(), "symbols but its weights are for"),
+    ("labelled char", lambda m: m["vocab"].update(level="char"), "does not match its fingerprint"),
+    ("shuffled", lambda m: m["vocab"]["symbols"].__setitem__(slice(5, None), sorted(m["vocab"]["symbols"][5:], reverse=True)),
+     "does not match its fingerprint"),
+    ("shuffled, fingerprint redone",
+     lambda m: (m["vocab"]["symbols"].__setitem__(slice(5, None), sorted(m["vocab"]["symbols"][5:], reverse=True)),
+                _refit(m)), "is not the one its weights were trained with"),
+    ("labelled char, fingerprint redone", lambda m: (m["vocab"].update(level="char"), _refit(m)),
+     "is not the one its weights were trained with"),
+    ("not an object", lambda m: m.update(vocab=[1, 2]), "not a JSON object"),
+    ("unknown level", lambda m: m["vocab"].update(level="bytes"), "unusable (bad vocabulary: unknown level"),
+])
+def test_a_vocabulary_that_does_not_fit_the_weights_is_refused(random_model, tmp_path, what, edit, message):
+    bad = _rewrite(random_model, tmp_path / "bad.npz", edit)
+    with pytest.raises(InputError) as e:
+        load_npz(bad)
+    assert message in e.value.message and e.value.file == str(bad), (what, e.value.message)
+    r = subprocess.run([sys.executable, "-m", "abcgen", "sample", "--model", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "internal error" not in r.stderr and message in r.stderr, r.stderr
+
+
+def test_models_without_a_binding_still_load(random_model, tmp_path):
+    old = _rewrite(random_model, tmp_path / "old.npz", lambda m: m.pop("vocab_binding"))
+    weights, meta = load_npz(old)
+    assert "vocab_binding" not in meta
+    from abcgen.sample import DEFAULT_MODEL
+
+    if DEFAULT_MODEL.is_file():
+        load_npz(DEFAULT_MODEL)
+
+
+def test_export_rebinds_in_its_dtype(random_model, tmp_path):
+    from abcgen.step import save_npz
+
+    weights, meta = load_npz(random_model)
+    out = save_npz(tmp_path / "half.npz", weights, meta, dtype="float16")
+    w2, m2 = load_npz(out)
+    assert m2["vocab_binding"] != meta["vocab_binding"]       # the float16 arrays are other bytes
