@@ -150,9 +150,25 @@ def build_score(model: TuneModel):
             part.insert(offset, m)
             measures.append(m)
             offset += pos
+        _implied_starts(bars, measures, m21bar)
         _endings(part, bars, measures, spanner)
         score.insert(0, part)
     return score
+
+
+def _implied_starts(bars, measures, m21bar):
+    """An end repeat with no start repeat of its own goes back to just after the end
+    repeat before it, as abc2midi plays it: that bar gets a start repeat."""
+    open_, after_end = False, None
+    for i, b in enumerate(bars):
+        if b.start_repeat:
+            open_ = True
+        if b.end_repeat:
+            if not open_ and after_end is not None and after_end != i:
+                bars[after_end].start_repeat = True
+                measures[after_end].leftBarline = m21bar.Repeat(direction="start")
+            open_ = False
+            after_end = i + 1 if i + 1 < len(bars) else None
 
 
 def _endings(part, bars, measures, spanner):
