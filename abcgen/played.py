@@ -38,6 +38,8 @@ def strip_unplayed(text: str) -> str:
     """The tune with chord symbols, decorations and grace notes removed from its music lines."""
     out, body = [], False
     for ln in text.split("\n"):
+        if ln.startswith("R:"):
+            continue    # abc2midi swings broken rhythm 2:1 under R:hornpipe; notation says 3:1
         if not body or _FIELD.match(ln):
             if ln.startswith("K:"):
                 body = True
@@ -117,6 +119,11 @@ def check_tune(tune, workdir: str, reader: str = "abcgen") -> dict:
     r["notes"] = len(want)
     if notes_agree(ours, want) != (True, True):
         r["status"] = f"our reading played out: {_kind(want, ours)}"
+        if getattr(score, "abc_implied_with_endings", False):
+            # abc2midi plays such a section its own way (it skips the first ending, or
+            # jumps back to the tune's start): see README, "Reading ABC"
+            r["status"] = ("source has an end repeat without a start repeat in a tune with "
+                           "endings (abc2midi's own reading)")
         r["reason"] = _first_diff(want, ours)
     elif can["rc"] != 0 or not can["notes"]:
         r["status"] = "abc2midi cannot play the canonical text"

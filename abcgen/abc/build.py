@@ -93,6 +93,7 @@ def build_score(model: TuneModel):
     from music21 import bar as m21bar, duration, metadata, spanner, stream, tempo
 
     score = stream.Score()
+    score.abc_implied_with_endings = False
     score.metadata = metadata.Metadata()
     score.metadata.title = model.title or ""
     for vi, (vid, bars) in enumerate(model.voices.items()):
@@ -150,7 +151,9 @@ def build_score(model: TuneModel):
             part.insert(offset, m)
             measures.append(m)
             offset += pos
-        _implied_starts(bars, measures, m21bar)
+        implied = _implied_starts(bars, measures, m21bar)
+        if implied and any(b.ending for b in bars):
+            score.abc_implied_with_endings = True
         _endings(part, bars, measures, spanner)
         score.insert(0, part)
     return score
@@ -159,16 +162,20 @@ def build_score(model: TuneModel):
 def _implied_starts(bars, measures, m21bar):
     """An end repeat with no start repeat of its own goes back to just after the end
     repeat before it, as abc2midi plays it: that bar gets a start repeat."""
-    open_, after_end = False, None
+    open_, back_to, implied = False, None, []
     for i, b in enumerate(bars):
         if b.start_repeat:
             open_ = True
         if b.end_repeat:
-            if not open_ and after_end is not None and after_end != i:
-                bars[after_end].start_repeat = True
-                measures[after_end].leftBarline = m21bar.Repeat(direction="start")
+            if not open_ and back_to is not None and back_to != i:
+                bars[back_to].start_repeat = True
+                measures[back_to].leftBarline = m21bar.Repeat(direction="start")
+                implied.append(back_to)
             open_ = False
-            after_end = i + 1 if i + 1 < len(bars) else None
+            back_to = i + 1 if i + 1 < len(bars) else None
+        elif back_to is not None and b.close in ("||", "[|", "|]") and i + 1 < len(bars):
+            back_to = i + 1     # after a repeat, a double bar line is where the next one goes back to
+    return implied
 
 
 def _endings(part, bars, measures, spanner):

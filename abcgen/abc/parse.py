@@ -124,6 +124,7 @@ class Bar:
     end_repeat: bool = False
     close: str = "|"               # '|', '||', '|]', '[|'
     ending: str | None = None      # '1', '2', '1,2' when an ending starts here
+    part: str | None = None        # a part label (P:) starts here
     meter: Meter | None = None     # a meter change at the start of this bar
     meter_none: bool = False
     key: Key | None = None         # a key change at (or in) this bar
@@ -138,6 +139,7 @@ class TuneModel:
     tempo: tuple | None = None     # (beat length in whole notes, per minute)
     voices: dict = field(default_factory=dict)   # id -> list[Bar]
     warnings: list = field(default_factory=list)
+    parts: str | None = None       # the header's P: play order ('ABA', '(AB)2C')
 
 
 # --------------------------------------------------------------------------
@@ -294,6 +296,8 @@ class _Reader:
                     self.unit = u
             elif f == "Q":
                 self.model.tempo = v          # resolved once L: is known
+            elif f == "P":
+                self.model.parts = v
             elif f == "V" and header_voice is None:
                 header_voice = v.split()[0] if v.split() else "1"
             elif f == "K":
@@ -308,7 +312,9 @@ class _Reader:
             self.model.tempo = parse_tempo(self.model.tempo, self.unit)
         self._switch_voice(header_voice or "1")
         self._body(lines, body_at)
-        self.model.voices = {vid: [b for b in v.bars] for vid, v in self.voices.items()}
+        self.model.voices = {vid: _play_parts(v.bars, self.model.parts, self.model.meter,
+                                              self.model.key)
+                             for vid, v in self.voices.items()}
         return self.model
 
     def _switch_voice(self, vid: str):
@@ -386,6 +392,14 @@ class _Reader:
         elif f == "Q":
             if self.model.tempo is None:
                 self.model.tempo = parse_tempo(v, cur.unit)
+        elif f == "P":
+            label = v.strip()[:1]
+            if label.isalpha():
+                if cur.bar.events:
+                    self._close("|", False, line)
+                cur.bar.part = label
+                # the meter and key the part starts in, for when it is played again
+                cur.bar.part_state = (cur.meter, cur.key)
         # other fields (T:, P:, W:, w:, N:, ...) do not change what is played
 
     def _music(self, s: str, line: int):
@@ -657,6 +671,72 @@ class _Reader:
             cur.bar.ending = e.group(1)
             j = e.end()
         return j
+
+
+def _expand_order(spec: str) -> list:
+    """'ABA' -> [A, B, A]; '(AB)2C' -> [A, B, A, B, C]; 'A2B' -> [A, A, B]; dots and spaces ignored."""
+    pos = 0
+
+    def seq():
+        nonlocal pos
+        out = []
+        while pos < len(spec):
+            c = spec[pos]
+            if c == "(":
+                pos += 1
+                group = seq()
+                pos += 1  # ')'
+                out.append(group)
+            elif c == ")":
+                return out
+            elif c.isalpha():
+                out.append([c])
+                pos += 1
+            elif c.isdigit():
+                j = pos
+                while j < len(spec) and spec[j].isdigit():
+                    j += 1
+                n = int(spec[pos:j])
+                if out:
+                    out[-1] = out[-1] * max(1, min(n, 16))
+                pos = j
+            else:
+                pos += 1
+        return out
+
+    flat = []
+    for g in seq():
+        flat.extend(g)
+    return flat
+
+
+def _play_parts(bars: list, order: str | None, meter, key) -> list:
+    """The bars in the order the header's P: field plays the parts (as abc2midi does)."""
+    import copy
+
+    if not order:
+        return bars
+    labels = _expand_order(order.split("%")[0])
+    starts = [i for i, b in enumerate(bars) if b.part]
+    if not labels or not starts:
+        return bars
+    sections: dict = {}
+    for k, i in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else len(bars)
+        sections.setdefault(bars[i].part, bars[i:end])
+    if any(lb not in sections for lb in labels):
+        return bars
+    out = list(bars[:starts[0]])
+    for lb in labels:
+        sec = [copy.copy(b) for b in sections[lb]]
+        m, k = getattr(sec[0], "part_state", (meter, key))
+        if out:
+            if sec[0].meter is None and m is not None:
+                sec[0].meter = m
+            if sec[0].key is None:
+                sec[0].key = k
+        out.extend(sec)
+    return out
 
 
 def _strip_comment(ln: str) -> str:
