@@ -16,7 +16,9 @@ Rules, as abc2midi (abcMIDI 4.x) plays them:
   bar; a note tied to the next note gives it its pitch (``^c-|c`` is one C
   sharp held), but not to the notes after it.
 * ``L:`` defaults to 1/16 when ``M:`` is under 3/4, else 1/8 (``M:none``: 1/8).
-* Durations ``A2 A/2 A/ A// A3/2``; broken rhythm ``> >> >>> < << <<<``;
+* Durations ``A2 A/2 A/ A// A3/2``; broken rhythm ``> >> >>> < << <<<``
+  between two notes written with the same length (else, as abc2midi, neither
+  changes);
   tuplets ``(p:q:r`` with q's standard default (2 for 3, 6; 3 for 2, 4, 8;
   3 in compound meters else 2 for 5, 7, 9) and r = p.
 * Chords ``[CEG]2``: the first note's length times the length after ``]``.
@@ -111,6 +113,7 @@ class Event:
     length: Fraction
     tuplet: tuple | None = None    # (p, q): the written length is length * p / q
     line: int = 0
+    written: Fraction | None = None  # the length as written (before broken rhythm and tuplets)
 
     @property
     def is_rest(self) -> bool:
@@ -269,7 +272,7 @@ class _Reader:
         self.meter_none = False
 
     def warn(self, line: int, col: int, msg: str):
-        self.model.warnings.append(f"line {line + self.first_line - 1}, column {col + 1}: {msg}")
+        self.model.warnings.append(f"tune line {line + self.first_line - 1}, column {col + 1}: {msg}")
 
     # -- header ----------------------------------------------------------
     def read(self) -> TuneModel:
@@ -460,7 +463,8 @@ class _Reader:
                 i = self._note(s, i, line)
             elif c in "zx":
                 m = _DUR.match(s, i + 1)
-                self._add(Event([], self._len(m, cur) * self._broken_next(), line=line))
+                base = self._len(m, cur)
+                self._add(Event([], base * self._broken_next(base), line=line, written=base))
                 i = m.end()
             elif c in "ZX":
                 m = _DUR.match(s, i + 1)
@@ -480,8 +484,7 @@ class _Reader:
                 long_ = 2 - short
                 first, second = (long_, short) if c == ">" else (short, long_)
                 if cur.last is not None:
-                    cur.last.length *= first
-                    cur.broken = second
+                    cur.broken = (cur.last, first, second)
                 else:
                     self.warn(line, i, f"broken rhythm '{s[i:j]}' with no note before it")
                 i = j
@@ -507,10 +510,21 @@ class _Reader:
             r /= int(part) if part else 2
         return cur.unit * r
 
-    def _broken_next(self) -> Fraction:
+    def _broken_next(self, base: Fraction) -> Fraction:
+        """The broken-rhythm factor of the next note (and apply the first note's).
+
+        As abc2midi: only between two notes written with the same length; else both
+        keep their written lengths.
+        """
         b = self.cur.broken
         self.cur.broken = None
-        return b if b is not None else Fraction(1)
+        if b is None:
+            return Fraction(1)
+        prev, first, second = b
+        if prev.written != base:
+            return Fraction(1)
+        prev.length *= first
+        return second
 
     def _tone(self, s: str, i: int, line: int):
         """(Tone, next index) for accidental + letter + octave marks at s[i], or (None, i+1)."""
@@ -553,7 +567,7 @@ class _Reader:
         if j < len(s) and s[j] == "-":
             tone.tie = True
             j += 1
-        self._add(Event([tone], length * self._broken_next(), line=line))
+        self._add(Event([tone], length * self._broken_next(length), line=line, written=length))
         return j
 
     def _chord(self, s: str, i: int, line: int) -> int:
@@ -595,13 +609,9 @@ class _Reader:
         if not tones:
             self.warn(line, i, "empty chord; skipped")
             return j
-        # keep one of each pitch
-        seen, uniq = set(), []
-        for t in tones:
-            if t.midi not in seen:
-                seen.add(t.midi)
-                uniq.append(t)
-        self._add(Event(uniq, outer * (first_len or 1) * self._broken_next(), line=line))
+        uniq = tones    # a pitch written twice sounds twice, as in abc2midi
+        base = outer * (first_len or 1)
+        self._add(Event(uniq, base * self._broken_next(base), line=line, written=base))
         return j
 
     def _add(self, ev: Event):
@@ -686,7 +696,7 @@ def _expand_order(spec: str) -> list:
                 pos += 1
                 group = seq()
                 pos += 1  # ')'
-                out.append(group)
+                out.append([lb for g in group for lb in g])
             elif c == ")":
                 return out
             elif c.isalpha():
