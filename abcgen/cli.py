@@ -218,6 +218,29 @@ def check_roundtrip(
         print_json_last(report["summary"])
 
 
+@check_app.command("played")
+@handled
+def check_played(
+    path: Optional[str] = typer.Argument(None, help="A tune book or folder of .abc files (else --corpus)."),
+    corpus: str = typer.Option("folk", "--corpus", "-c", help="Corpus name or path."),
+    limit: int = typer.Option(0, "--limit", help="Tunes to check, spread evenly (0: all)."),
+    reader: str = typer.Option("abcgen", "--reader", help="abcgen (ours) or music21 (for comparison)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
+    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
+):
+    """Source, canonical text and our reading, all played: the same notes as abc2midi plays?"""
+    from . import played
+
+    if reader not in ("abcgen", "music21"):
+        fail("--reader must be abcgen or music21")
+    if limit < 0:
+        fail("--limit must not be negative")
+    report = played.run(path or corpus, limit=limit, jobs=jobs, reader=reader)
+    print(played.format_report(report))
+    if json_out:
+        print_json_last(report["summary"])
+
+
 @check_app.command("midi-roundtrip")
 @handled
 def check_midi_roundtrip(

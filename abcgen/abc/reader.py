@@ -84,11 +84,41 @@ def read_book(path: str | Path) -> list[Tune]:
 
 
 def parse_abc(text: str, *, file: str = "<string>", x: str | None = None,
-              line: int | None = None):
-    """Parse the ABC text of one tune with music21 into a Score.
+              line: int | None = None, warn=None):
+    """Read the ABC text of one tune into a music21 Score with abcgen's own reader.
 
-    Raises AbcParseError naming the tune when music21 fails or finds no notes.
+    The reader (``abcgen.abc.parse``) reads ABC 2.1 as abc2midi plays it and
+    ``abcgen.abc.build`` makes the Score; music21's ABC reader is not used (it
+    changes the music: issue 15).  Characters it cannot read are skipped;
+    their warnings (naming line and column) go to ``warn`` when given and are
+    kept on the Score as ``score.abc_warnings``.  Raises AbcParseError naming
+    the tune when the text has no K: field or no notes.
     """
+    from .build import build_score
+    from .parse import AbcSyntaxError, read_tune
+
+    try:
+        model = read_tune(text, first_line=1)
+        score = build_score(model)
+    except AbcSyntaxError as e:
+        raise AbcParseError(str(e), file=file, tune=x, line=line) from None
+    except Exception as e:  # a reader bug must name the tune, not end a batch
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AbcParseError(f"cannot read this tune ({type(e).__name__}: {reason})",
+                            file=file, tune=x, line=line) from None
+    where = f"{file}" + (f" X:{x}" if x else "")
+    score.abc_warnings = [f"{where}: {w}" for w in model.warnings]
+    if warn is not None:
+        for w in score.abc_warnings:
+            warn(w)
+    if not any(True for _ in sounding_notes_iter(score)):
+        raise AbcParseError("the tune has no notes", file=file, tune=x, line=line)
+    return score
+
+
+def parse_abc_music21(text: str, *, file: str = "<string>", x: str | None = None,
+                      line: int | None = None):
+    """music21's own ABC reader (kept for comparison: ``abcgen check played --music21``)."""
     import music21
 
     try:
