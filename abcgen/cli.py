@@ -400,10 +400,17 @@ def sample(
     temperature: float = typer.Option(1.0, "--temperature", "-t", help="Below 1: safer; above 1: wilder."),
     top_k: int = typer.Option(0, "--top-k", help="Sample among the K likeliest tokens (0: all)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: the likeliest tokens up to this mass."),
-    seed: int = typer.Option(0, "--seed", "-s", help="Same seed, same tunes."),
-    meter: Optional[str] = typer.Option(None, "--meter", help="Header prompt, e.g. 6/8."),
-    key: Optional[str] = typer.Option(None, "--key", help="Header prompt, e.g. Dmix (needs --meter and --unit)."),
-    unit: Optional[str] = typer.Option(None, "--unit", help="Header prompt, e.g. 1/8 (needs --meter)."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s",
+                                       help="Same seed, same tunes [a fresh one, printed on stderr]. "
+                                            "Each tune's title names its own seed."),
+    meter: Optional[str] = typer.Option(None, "--meter", help="The tunes' meter, e.g. 6/8 [the model's choice]."),
+    key: Optional[str] = typer.Option(None, "--key", help="The tunes' key: D, Dm, D minor, Ddor, Amix, F#m ..."),
+    unit: Optional[str] = typer.Option(None, "--unit", help="The tunes' unit note length, e.g. 1/8."),
+    bars: Optional[int] = typer.Option(None, "--bars",
+                                       help="About this many bars [the corpus's lengths for the meter]."),
+    changes: bool = typer.Option(False, "--allow-changes/--no-changes",
+                                 help="Let the model change meter or key mid-tune."),
+    tonic: bool = typer.Option(True, "--tonic-end/--any-end", help="End on the key's tonic."),
     prime: str = typer.Option("", "--prime", help="An opening to continue, e.g. 'A|:B2c def|'."),
     max_tokens: int = typer.Option(1000, "--max-tokens", help="Length cap; the tune is then closed cleanly."),
     constraints: bool = typer.Option(True, "--constraints/--no-constraints",
@@ -449,8 +456,11 @@ def sample(
 
     opts = S.SampleOptions(count=count, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                            meter=meter, key=key, unit=unit, prime=prime, max_tokens=max_tokens,
-                           constraints=constraints)
+                           constraints=constraints, changes=changes, tonic=tonic, bars=bars)
     S.check_options(opts)
+    if opts.seed is None:
+        opts.seed = S.fresh_seed()
+        log(f"seed {opts.seed} (abcgen sample --seed {opts.seed} makes these tunes again)")
     if render is not None:
         from .render import format_of
 

@@ -6,13 +6,26 @@ all requested tunes at once, and masks every next-token distribution with the
 ABC state machine of ``abc.grammar`` so each tune is valid ABC whose complete
 bars have the meter's length.
 
-Randomness: one ``numpy.random.Generator`` seeded with ``--seed`` draws one
-uniform number per active tune per step, in tune order, so the same seed,
+Randomness: each tune has its own seed and its own ``numpy.random.Generator``,
+which draws one uniform number per step of that tune.  Tune 1 of ``--seed S``
+uses S itself and tune k a seed derived from S and k (``tune_seed``), which its
+title names, so ``--seed`` of that value alone makes the same tune again, and
+tune k of a book does not depend on how many tunes the book has.  The same seed,
 model and options give the same tune book byte for byte.
+
+Form (``abc.grammar.Form``): beside the grammar, the mask keeps a meter or key
+change out unless asked for (``changes``), ``|]`` for the last bar, every
+first ending followed by its second, the last note on the key's tonic
+(``tonic``) and lengths a reader engraves as one note.  Length: each tune gets
+a target number of bars (``--bars``, else drawn from the corpus's bars per
+tune for its meter, ``CORPUS_BARS``); once it has written one bar less than
+that, at a bar line, the sampler only takes the closing moves, which finish
+the bar, close any repeat or ending and end on the tonic.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +47,16 @@ class SampleOptions:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
-    seed: int = 0
+    seed: int | None = 0
     meter: str | None = None
     key: str | None = None
     unit: str | None = None
     prime: str = ""
     max_tokens: int = 1000
     constraints: bool = True
+    changes: bool = False        # allow meter and key changes in the body
+    tonic: bool = True           # end on the key's tonic
+    bars: int | None = None      # about this many bars (None: the corpus's lengths for the meter)
 
 
 def check_options(opts: SampleOptions) -> None:
@@ -53,24 +69,41 @@ def check_options(opts: SampleOptions) -> None:
     if not 0 < opts.temperature <= MAX_TEMPERATURE:
         raise InputError(f"--temperature must be above 0 and at most {MAX_TEMPERATURE:g}, "
                          f"not {opts.temperature:g}")
-    if not 0 <= opts.seed < 2**63:
-        raise InputError(f"--seed must be between 0 and 2**63-1, not {opts.seed}")
     if not 0 < opts.top_p <= 1:
         raise InputError("--top-p must be in (0, 1]")
     if opts.top_k < 0:
         raise InputError("--top-k must be 0 (all) or positive")
     if opts.max_tokens < 1:
         raise InputError("--max-tokens must be positive")
-    if opts.key is not None and (opts.meter is None or opts.unit is None):
-        raise InputError("--key needs --meter and --unit (the header is M:, L:, K: in that order)")
-    if opts.unit is not None and opts.meter is None:
-        raise InputError("--unit needs --meter (the header is M:, L:, K: in that order)")
+    if opts.bars is not None and not 1 <= opts.bars <= 1000:
+        raise InputError("--bars must be between 1 and 1000")
+    if opts.seed is not None and not 0 <= opts.seed < 2**63:
+        raise InputError(f"--seed must be between 0 and 2**63-1, not {opts.seed}")
+
+
+def fresh_seed() -> int:
+    """A new random seed (for a run without --seed)."""
+    import secrets
+
+    return secrets.randbelow(2**31)
+
+
+def tune_seed(seed: int, k: int) -> int:
+    """The seed of tune k (1-based) of a book sampled with ``seed``: tune 1 uses
+    the seed itself, tune k > 1 one derived from (seed, k), below 2**31."""
+    if k == 1:
+        return seed
+    state = np.random.SeedSequence([seed, k]).generate_state(1, dtype=np.uint32)[0]
+    return int(state) & 0x7FFFFFFF
 
 
 def generate(model: "Model", opts: SampleOptions, deadline: float | None = None) -> str:
-    """The tune book of ``abcgen sample``: checked options, sampled tunes, X: and T: lines."""
+    """The tune book of ``abcgen sample``: checked options, sampled tunes, X: and T: lines.
+    A seed of None is replaced by a fresh one (opts.seed then names it)."""
     check_options(opts)
     check_model(model, opts)
+    if opts.seed is None:
+        opts.seed = fresh_seed()
     return tune_book(model, sample(model, opts, deadline=deadline), opts)
 
 
@@ -146,23 +179,177 @@ def _draw(p: np.ndarray, u: np.ndarray) -> np.ndarray:
     return (cum < u[:, None]).sum(axis=1)
 
 
+# --------------------------------------------------------------------------
+# Header values in the spellings musicians use
+
+_MODES = {"": "maj", "maj": "maj", "major": "maj", "ion": "maj", "ionian": "maj",
+          "m": "min", "min": "min", "minor": "min", "aeo": "min", "aeolian": "min",
+          "dor": "dor", "dorian": "dor", "mix": "mix", "mixolydian": "mix",
+          "phr": "phr", "phrygian": "phr", "lyd": "lyd", "lydian": "lyd",
+          "loc": "loc", "locrian": "loc"}
+_MODE_ORDER = ("maj", "mix", "dor", "min", "phr", "lyd", "loc")
+_MODE_FIFTHS = {"maj": 0, "mix": -1, "dor": -2, "min": -3, "phr": -4, "lyd": 1, "loc": -5}
+_LETTER_FIFTHS = {"F": -1, "C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5}
+_LETTER_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_KEY_RE = re.compile(r"^\s*(?:K:)?\s*([A-Ga-g])\s*([#b\u266f\u266d]?)\s*([A-Za-z]*)\s*$")
+
+
+def key_token(text: str) -> str | None:
+    """A key as musicians write it (D, Dm, Dmin, D minor, Ddor, D dorian, Amix, F#m,
+    Bb, K:Gmaj) in the model's spelling ('Dmin'); None when it is no key."""
+    m = _KEY_RE.match(text)
+    if m is None:
+        return None
+    letter, acc, mode = m.group(1).upper(), m.group(2), m.group(3)
+    acc = {"\u266f": "#", "\u266d": "b"}.get(acc, acc)
+    if mode == "M":
+        mode = "maj"
+    mode = _MODES.get(mode if mode == "m" else mode.lower())
+    if mode is None:
+        return None
+    return f"{letter}{acc}{mode}"
+
+
+def key_fifths(tok: str) -> int | None:
+    """Sharps (positive) or flats (negative) of a model key such as 'F#min'."""
+    t = key_token(tok)
+    if t is None:
+        return None
+    alt = 7 if t[1:2] == "#" else -7 if t[1:2] == "b" else 0
+    return _LETTER_FIFTHS[t[0]] + alt + _MODE_FIFTHS[t[-3:]]
+
+
+def key_order(tok: str):
+    """Musical order of keys: by tonic (C, C#/Db, D, ...), then mode (major first)."""
+    t = key_token(tok)
+    if t is None:
+        return (99, 99, tok)
+    alt = 1 if t[1:2] == "#" else -1 if t[1:2] == "b" else 0
+    return ((_LETTER_PC[t[0]] + alt) % 12, _MODE_ORDER.index(t[-3:]), tok)
+
+
+def meter_order(value: str):
+    """Musical order of meters: by bar length (2/4, 3/8, 3/4 and 6/8, 4/4 and 2/2 ...),
+    then the finer beat first (6/8 after 3/4); 'none' last."""
+    m = re.fullmatch(r"(\d+)/(\d+)", value)
+    if m is None:
+        return (1, 0, 0, value)
+    a, b = int(m.group(1)), int(m.group(2))
+    return (0, a / b, b, value)
+
+
+def meter_value(text: str) -> str:
+    """'6/8', 'M:6/8', 'C' (4/4) or 'C|' (2/2) as the model writes it after 'M:'."""
+    t = text.strip()
+    if t.startswith("M:"):
+        t = t[2:].strip()
+    return {"C": "4/4", "C|": "2/2"}.get(t, t.replace(" ", ""))
+
+
+def _known(vocab, field: str) -> list[str]:
+    return [x[2:] for x in vocab.symbols if x.startswith(field + ":") and len(x) > 2]
+
+
+def _in_vocab(vocab, sym: str) -> bool:
+    if vocab.level == "token":
+        return sym in vocab
+    return all(ch in vocab for ch in sym)
+
+
+def resolve_header(vocab, meter: str | None, unit: str | None, key: str | None):
+    """(meter, unit, key) as the model's values ('6/8', '1/8', 'Dmix'), each None
+    when not given; InputError for one the model does not know, naming the
+    nearest known ones in musical order."""
+    out = []
+    for field, val, order in (("M", meter, meter_order), ("L", unit, meter_order)):
+        if val is None:
+            out.append(None)
+            continue
+        v = meter_value(val) if field == "M" else val.strip().removeprefix("L:").strip()
+        if not _in_vocab(vocab, f"{field}:{v}"):
+            known = sorted(_known(vocab, field), key=order)
+            common = [x for x in known if order(x)[0] == 0]
+            want = order(v)
+            if want[0] == 0:
+                common.sort(key=lambda x: (abs(order(x)[1] - want[1]), order(x)))
+            near = sorted(common[:6], key=order)
+            raise InputError(f"{field}:{v} is not in the model's vocabulary"
+                             + (f" (nearest: {', '.join(near)})" if near else ""))
+        out.append(v)
+    if key is None:
+        out.append(None)
+    else:
+        k = key_token(key)
+        if k is None:
+            raise InputError(f"--key {key}: not a key (write e.g. D, Dm, D minor, Ddor, Amix, F#m, Bb)")
+        if not _in_vocab(vocab, f"K:{k}"):
+            known = _known(vocab, "K")
+            fifths = key_fifths(k)
+            same = k[-3:]
+            near = sorted(known, key=lambda x: (x[-3:] != same,
+                                                abs((key_fifths(x) or 0) - fifths), key_order(x)))
+            raise InputError(f"K:{k} is not in the model's vocabulary (nearest: "
+                             f"{', '.join(sorted(near[:6], key=key_order))})")
+        out.append(k)
+    return tuple(out)
+
+
+def header_menu(model: "Model", min_share: float = 0.002) -> dict:
+    """The meters, units and keys a user may ask for, in musical order: those the
+    model gives at least ``min_share`` of its probability (it learnt them from
+    the corpus, so a meter music21 invented for one odd bar, such as 116/4,
+    falls below).  Meters by p(M: | start); units by p(L: | M:) summed over
+    those meters; keys by p(K: | M:, L:) summed over both.  A char-level model
+    lists what its vocabulary spells (no header tokens to weigh)."""
+    vocab = model.vocab
+    if vocab.level != "token":
+        return {"meters": [], "units": [], "keys": []}
+
+    def fields(letter):
+        ids = [i for i, x in enumerate(vocab.symbols) if x.startswith(letter + ":") and len(x) > 2]
+        return np.asarray(ids, dtype=np.int64)
+
+    def probs(prefix, ids):
+        logits, _ = model.net.run(np.asarray([vocab.bos_id] + prefix, dtype=np.int64))
+        z = np.asarray(logits, dtype=np.float64).reshape(-1)[ids]
+        z = np.exp(z - z.max())
+        return z / z.sum()
+
+    nl = vocab.id_of("\n")
+    M, L, K = fields("M"), fields("L"), fields("K")
+    pm = probs([], M)
+    meters = [(int(i), p) for i, p in zip(M, pm) if p >= min_share]
+    units, keys = np.zeros(len(L)), np.zeros(len(K))
+    total = sum(p for _, p in meters)
+    for mi, p in meters:
+        pu = probs([mi, nl], L) * p / total
+        units += pu
+        for li, q in zip(L, pu):
+            if q >= min_share:
+                keys += probs([mi, nl, int(li), nl], K) * q
+    keys /= max(keys.sum(), 1e-12)
+
+    def names(ids, share=None):
+        return [vocab.symbols[int(i)][2:] for j, i in enumerate(ids)
+                if share is None or share[j] >= min_share]
+
+    return {"meters": sorted((vocab.symbols[i][2:] for i, _ in meters), key=meter_order),
+            "units": sorted(names(L, units), key=meter_order),
+            "keys": sorted(names(K, keys), key=key_order)}
+
+
 def _header_tokens(model: Model, opts: SampleOptions) -> list[str]:
-    """Forced header and prime as tokens of the model's vocabulary; refuse unknown symbols."""
+    """Forced header (the given fields up to the first one not given: the rest
+    the mask forces) and prime as tokens of the model's vocabulary; refuse
+    unknown symbols."""
     from .abc.tokens import split_tokens
 
     vocab = model.vocab
     wanted = []
-    for field, val in (("M", opts.meter), ("L", opts.unit), ("K", opts.key)):
+    for field, val in zip("MLK", resolve_header(vocab, opts.meter, opts.unit, opts.key)):
         if val is None:
-            break  # the header is forced in order up to the first field not given
-        sym = f"{field}:{val}"
-        text_syms = split_tokens(sym + "\n", vocab.level)
-        for s in text_syms:
-            if s not in vocab:
-                known = sorted(x for x in vocab.symbols if x.startswith(field + ":"))
-                raise InputError(f"{sym} is not in the model's vocabulary"
-                                 + (f" (it knows {', '.join(known[:20])})" if known else ""))
-        wanted.extend(text_syms)
+            break  # the header is fed in order up to the first field not given
+        wanted.extend(split_tokens(f"{field}:{val}\n", vocab.level))
     if opts.prime:
         if any(v is None for v in (opts.meter, opts.unit, opts.key)) and not opts.prime.startswith("M:"):
             raise InputError("--prime continues a tune body: give --meter, --unit and --key with it, "
@@ -178,6 +365,24 @@ class SamplingTimeout(AbcgenError):
     """Sampling passed its deadline (``abcgen serve`` bounds each request)."""
 
 
+# Bars per tune of the folk corpus's tunes, by meter: (bars, share) pairs,
+# counted by ``tunestats.bar_lines`` on the five music21 collections of the
+# folk corpus (corpora/folk.toml); filled in below.
+CORPUS_BARS: dict = {}
+_CORPUS_BARS_ALL: tuple = ()
+
+
+def target_bars(meter: str | None, rng: np.random.Generator) -> int:
+    """A tune length in bars drawn from the corpus's lengths for this meter (all
+    meters' where the meter has too few tunes)."""
+    table = CORPUS_BARS.get(meter) or _CORPUS_BARS_ALL
+    if not table:
+        return 16
+    bars, share = zip(*table)
+    p = np.asarray(share, dtype=np.float64)
+    return int(bars[int(rng.choice(len(bars), p=p / p.sum()))])
+
+
 def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> list[str]:
     """The model texts of opts.count tunes (header from M: on, body, no X:/T:).
 
@@ -186,23 +391,39 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
     """
     vocab = model.vocab
     n = opts.count
-    rng = np.random.default_rng(opts.seed)
+    seed = opts.seed if opts.seed is not None else 0
+    seeds = [tune_seed(seed, k + 1) for k in range(n)]
+    rngs = [np.random.default_rng(x) for x in seeds]
     bos, eos = vocab.bos_id, vocab.eos_id
     head = _header_tokens(model, opts)
     head_ids = [vocab.id_of(s) for s in head]
+    meter, unit, key = resolve_header(vocab, opts.meter, opts.unit, opts.key)
 
     cons = None
     if opts.constraints:
-        from .abc.grammar import AbcConstraint
+        from .abc.grammar import AbcConstraint, Form
 
-        c0 = AbcConstraint(vocab)
-        c0.reset()
+        form = Form(changes=opts.changes, tonic=opts.tonic)
+        c0 = AbcConstraint(vocab, form)
+        try:
+            c0.reset(meter=meter, unit=unit, key=key)
+        except ValueError as e:
+            raise InputError(f"the header cannot be forced: {e}") from None
         try:
             for t in head_ids:
                 c0.advance(t)
         except ValueError as e:
             raise InputError(f"the header/prime is not valid canonical ABC here: {e}") from None
         cons = [c0.copy() for _ in range(n)]
+    elif not opts.prime and any(v is not None for v in
+                                (meter, unit, key)[[meter, unit, key, None].index(None):]):
+        raise InputError("--meter, --unit and --key other than in that order (M:, L:, K:) need the "
+                         "constraints (drop --no-constraints)")
+
+    # Each tune's length target, drawn from its own generator (not the one of its tokens).
+    targets: list = [opts.bars] * n
+    if opts.bars is None:
+        target_rngs = [np.random.default_rng([x, 1]) for x in seeds]
 
     # Feed <s> + the forced prefix once and share the state across the batch.
     logits, state = model.net.run(np.asarray([bos] + head_ids, dtype=np.int64))
@@ -211,12 +432,51 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
     out = [list(head_ids) for _ in range(n)]
     active = np.arange(n)
     budget = max(opts.max_tokens - len(head_ids), 1)
+    closing = np.zeros(n, dtype=bool)
+    final_ids = np.asarray([i for i, x in enumerate(vocab.symbols) if x == "|]"], dtype=np.int64)
 
     def masks(active, steps):
         if cons is None:
             return None
-        closing = steps >= budget
-        return np.stack([cons[i].mask_view(closing) for i in active])
+        rows = []
+        for i in active:
+            c = cons[i]
+            if not closing[i]:
+                if steps >= budget:
+                    closing[i] = True
+                elif c.at_bar:
+                    if targets[i] is None and c.bar_length() is not None:
+                        targets[i] = target_bars(_meter_of(vocab, out[i]), target_rngs[i])
+                    if targets[i] is not None and c.bars >= targets[i] - 1:
+                        closing[i] = True
+            row = c.mask_view(bool(closing[i]))
+            if not closing[i] and targets[i] is not None and c.bars < targets[i] - 1 \
+                    and (row[eos] or row[final_ids].any()):
+                short = row.copy()            # too short yet: no end, no |]
+                short[eos] = False
+                short[final_ids] = False
+                row = short if short.any() else row
+            rows.append(row)
+        return np.stack(rows)
+
+    def wants_end(active, logits, mask):
+        """A tune at a line start where the model would rather stop (</s> over
+        half its probability) but the Form refuses the end (off the tonic, say)
+        goes over to the closing moves, which end it on the tonic within a bar,
+        instead of making the model go on against its will."""
+        if cons is None:
+            return mask
+        for j, i in enumerate(active):
+            c = cons[i]
+            if closing[i] or not c.end_refused or c.bars < 2 or (
+                    targets[i] is not None and c.bars < targets[i] - 1):
+                continue
+            z = logits[j].astype(np.float64) / max(opts.temperature, 1e-6)
+            z = np.exp(z - z.max())
+            if z[eos] > 0.5 * z.sum():
+                closing[i] = True
+                mask[j] = c.mask_view(True)
+        return mask
 
     # With a batch, the LSTM step of the next tokens runs in a second thread (NumPy's
     # matrix products release the GIL) while this one advances the ABC state machines
@@ -229,6 +489,7 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="abcgen-step")
     mask = masks(active, 0)
+    mask = wants_end(active, logits, mask)
     steps = 0
     try:
         while len(active):
@@ -241,7 +502,7 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
                 lg = np.full_like(lg, -np.inf)
                 lg[:, eos] = 0.0
             p = _filter_logits(lg, opts.temperature, opts.top_k, opts.top_p)
-            tok = _draw(p, rng.random(len(active)))
+            tok = _draw(p, np.array([rngs[i].random() for i in active]))
             keep = []
             for j, i in enumerate(active):
                 t = int(tok[j])
@@ -262,10 +523,19 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
                     cons[before[j]].advance(int(tok[j]))
                 mask = masks(active, steps)
             logits, state = fut.result() if fut is not None else model.net.step(nxt, state)
+            mask = wants_end(active, logits, mask)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
     return [vocab.decode(ids) for ids in out]
+
+
+def _meter_of(vocab, ids: list[int]) -> str | None:
+    for t in ids:
+        sym = vocab.symbols[t]
+        if sym.startswith("M:"):
+            return sym[2:]
+    return None
 
 
 def tune_book(model: Model, texts: list[str], opts: SampleOptions) -> str:
@@ -273,7 +543,7 @@ def tune_book(model: Model, texts: list[str], opts: SampleOptions) -> str:
     for i, t in enumerate(texts, 1):
         if not t.endswith("\n"):
             t += "\n"
-        title = f"T:abcgen {model.name} seed {opts.seed} tune {i}"
+        title = f"T:abcgen {model.name} seed {tune_seed(opts.seed or 0, i)}"
         if opts.temperature != 1.0:
             title += f" temperature {opts.temperature:g}"
         parts.append(f"X:{i}\n{title}\n{t}")

@@ -363,7 +363,12 @@ def _note_events(text: str, tune: int = 1) -> dict:
 
 
 def vocabulary_headers(model) -> dict:
-    """The M:, L: and K: values the model knows (token-level models list them; char-level: empty)."""
+    """The M:, L: and K: values to offer, in musical order: those the model (so the
+    corpus) really uses (sample.header_menu); char-level models: empty."""
+    from .sample import header_menu
+
+    if model.vocab.level == "token":
+        return header_menu(model)
     out = {"meters": [], "units": [], "keys": []}
     for s in model.vocab.symbols:
         for prefix, name in (("M:", "meters"), ("L:", "units"), ("K:", "keys")):

@@ -39,6 +39,8 @@ from __future__ import annotations
 from collections import Counter
 from fractions import Fraction
 
+import numpy as np
+
 from .abc.grammar import (B_DOUBLE, B_END, B_END_ENDING, B_ENDING, B_ENDSTART, B_FINAL,
                           B_LINE_ENDING, B_START, B_THICK, _bar, _duration, _fraction, _meter_value,
                           _pitch, _tuplet)
@@ -305,3 +307,124 @@ def jsonable(h: dict) -> dict:
     """A histogram with string keys, sorted by value (numbers numerically)."""
     keys = sorted(h, key=lambda k: (isinstance(k, str), k))
     return {str(k): h[k] for k in keys}
+
+
+# --------------------------------------------------------------------------
+# Form: what a musician checks before playing a tune as written
+
+
+def bar_lines(text: str) -> int:
+    """Bar lines of a tune's model text: every bar token (``|`` ``||`` ``|]``
+    ``[|`` ``|:`` ``:|`` ``::`` and the ending bars ``|1`` ``:|2``; a line-start
+    ``[2`` is no bar line)."""
+    n = 0
+    for tok in split_tokens(text, "token"):
+        b = _bar(tok)
+        if b is not None and b != "bad" and b[0] != B_LINE_ENDING:
+            n += 1
+    return n
+
+
+def form_figures(text: str) -> dict:
+    """The form of one tune read from its model text (header from M: on), token by
+    token, without the sampler's grammar machine:
+
+    * ``meter_change``, ``key_change``: an ``M:`` or ``K:`` line after the header's K:;
+    * ``final_early``: a ``|]`` with a note or rest after it;
+    * ``open_first``: a first ending (``|1``, ``[1``) that no later ending
+      (``:|2``, ``|2``, ``[2`` ...) follows;
+    * ``tonic_end``: the last note (the lowest of a last chord) is the tonic of
+      the key in force (a note without accidental takes the key signature's);
+    * ``bar_lines``: as ``bar_lines``.
+    """
+    from .abc.grammar import tonic_of
+
+    toks = split_tokens(text, "token")
+    key = None
+    in_body = False
+    meter_change = key_change = final_early = False
+    after_final = False
+    open_first = 0
+    last_note = None        # midi of the last note (or a chord's lowest)
+    last_key = None
+    chord: list | None = None
+    bars = 0
+    for tok in toks:
+        if chord is None and len(tok) > 2 and tok[1] == ":" and tok[0] in "MLK":
+            if tok[0] == "K":
+                if in_body and tok[2:] != key:
+                    key_change = True
+                key = tok[2:]
+                in_body = True
+            elif tok[0] == "M" and in_body:
+                meter_change = True
+            continue
+        if not in_body:
+            continue
+        if chord is not None:
+            if tok == "]":
+                if chord:
+                    last_note, last_key = min(chord), key
+                chord = None
+            else:
+                m = midi_of(tok, key_alterations(key))
+                if m is not None:
+                    chord.append(m)
+            continue
+        b = _bar(tok)
+        if b is not None and b != "bad":
+            kind, first, _ = b
+            if kind != B_LINE_ENDING:
+                bars += 1
+            if kind in (B_ENDING, B_LINE_ENDING, B_END_ENDING):
+                if first == 1:
+                    open_first += 1
+                elif open_first:
+                    open_first -= 1
+            if kind == B_FINAL:
+                after_final = True
+            continue
+        if tok == "[" or tok == "z":
+            final_early |= after_final
+            if tok == "[":
+                chord = []
+            continue
+        m = midi_of(tok, key_alterations(key))
+        if m is not None:
+            final_early |= after_final
+            last_note, last_key = m, key
+    tonic_end = False
+    t = tonic_of(last_key)
+    if last_note is not None and t is not None:
+        tonic_end = (last_note - _BASE[t[0]] - t[1]) % 12 == 0
+    return {"meter_change": meter_change, "key_change": key_change, "final_early": final_early,
+            "open_first": open_first > 0, "tonic_end": tonic_end, "bar_lines": bars}
+
+
+def model_texts_of_book(book: str) -> list[str]:
+    """The model text (from the first M: line on, X:, T: and comment lines left
+    out) of every tune of a tune book written by ``abcgen sample``."""
+    out = []
+    for chunk in book.replace("\r\n", "\n").split("\n\n"):
+        lines = [ln for ln in chunk.split("\n") if ln and not ln.startswith(("X:", "T:", "%"))]
+        if lines:
+            out.append("\n".join(lines) + "\n")
+    return out
+
+
+def form_report(texts: list[str]) -> dict:
+    """Form figures of a list of tunes: shares in percent and bar lines per tune."""
+    figs = [form_figures(t) for t in texts]
+    n = len(figs)
+    if not n:
+        return {"tunes": 0}
+
+    def pct(name):
+        return round(100.0 * sum(f[name] for f in figs) / n, 1)
+
+    bars = np.sort(np.array([f["bar_lines"] for f in figs]))
+    return {"tunes": n, "meter_change_pct": pct("meter_change"), "key_change_pct": pct("key_change"),
+            "final_early_pct": pct("final_early"), "open_first_pct": pct("open_first"),
+            "tonic_end_pct": pct("tonic_end"),
+            "bar_lines_median": float(np.median(bars)),
+            "bar_lines_p90": float(np.percentile(bars, 90))}

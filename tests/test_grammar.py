@@ -482,3 +482,110 @@ def test_tuplet_notes_only_take_typeable_durations():
     # whatever duration the mask allows in the tuplet, music21 reads the bar
     for d in sorted(s for s in inside if s[0].isdigit() or s[0] == "/"):
         parse_abc(f"X:1\n{H4}(3A{d}B{d}c{d}|]\n")
+
+
+# --------------------------------------------------------------------------
+# Form: the whole-tune rules a musician expects (on the shipped model's vocabulary)
+
+from abcgen.abc.grammar import Form, engravable, tonic_of  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shipped_vocab() -> Vocabulary:
+    from abcgen.sample import DEFAULT_MODEL, Model
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("no shipped model in this checkout")
+    return Model(DEFAULT_MODEL).vocab
+
+
+def _after(v: Vocabulary, text: str, form: Form | None = Form()) -> set[str]:
+    """The symbols allowed after text (a tune's start, header from M: on)."""
+    c = AbcConstraint(v, form)
+    c.reset()
+    for t in split_tokens(text, "token"):
+        c.advance(v.id_of(t))
+    return {v.symbols[i] for i in np.flatnonzero(c.allowed())}
+
+
+HEAD = "M:2/4\nL:1/8\nK:Dmaj\n"
+
+
+def test_final_bar_only_where_the_tune_can_end_on_the_tonic(shipped_vocab):
+    v = shipped_vocab
+    assert "|]" in _after(v, HEAD + "AB cd")             # full bar, last note the tonic
+    on_e = _after(v, HEAD + "AB ce")
+    assert "|]" not in on_e and "|" in on_e and ":|" in on_e
+    assert "|]" in _after(v, HEAD + "AB ce", None)       # the grammar alone allows it
+    assert "|]" in _after(v, HEAD + "AB ce", Form(tonic=False))
+    assert _after(v, HEAD + "AB cd|]") == {"\n"}         # nothing after |]
+    assert _after(v, HEAD + "AB cd|]\n") == {"</s>"}
+    assert "|]" not in _after(v, HEAD + "|:AB cd")       # a repeat is open: no end yet
+
+
+def test_end_only_on_the_tonic_after_a_closing_bar(shipped_vocab):
+    v = shipped_vocab
+    assert "</s>" in _after(v, HEAD + "AB cd:|\n")
+    assert "</s>" not in _after(v, HEAD + "AB ce:|\n")
+    assert "</s>" not in _after(v, HEAD + "AB cd|\n")    # a plain bar is no ending
+    assert "</s>" in _after(v, HEAD + "AB ce:|\n", None)
+    assert "</s>" in _after(v, "M:2/4\nL:1/8\nK:F#min\nAB c^F:|\n")   # ^F is F#, the tonic
+    assert "</s>" not in _after(v, "M:2/4\nL:1/8\nK:F#min\nAB c=F:|\n")
+    assert "</s>" in _after(v, HEAD + "AB [DFA]2:|\n")    # a chord's lowest note
+    assert "</s>" in _after(v, HEAD + "AB d z:|\n")       # a rest after the last note
+
+
+def test_a_first_ending_gets_its_second(shipped_vocab):
+    v = shipped_vocab
+    assert _after(v, HEAD + "|:AB cd|1AB ce:|\n") == {"[2"}
+    assert "</s>" in _after(v, HEAD + "|:AB cd|1AB cd:|\n", None)
+    assert "</s>" in _after(v, HEAD + "|:AB cd|1AB ce:|\n[2AB cd|]\n")
+
+
+def test_meter_and_key_changes_only_when_asked(shipped_vocab):
+    v = shipped_vocab
+    plain = _after(v, HEAD + "AB cd|\n")
+    assert not any(s[:2] in ("M:", "K:") for s in plain)
+    asked = _after(v, HEAD + "AB cd|\n", Form(changes=True))
+    assert {"M:6/8", "K:Gmaj"} <= asked
+
+
+def test_engraving(shipped_vocab):
+    v = shipped_vocab
+    four = "M:4/4\nL:1/8\nK:Dmaj\n"
+    durs = {s for s in _after(v, four + "A") if s[0].isdigit() or s[0] == "/"}
+    assert "5" not in durs and {"2", "3", "4", "6", "7", "/2", "3/2", "/4"} <= durs
+    assert not durs & {"5", "/8", "15/2", "9/2"}
+    assert "5" in _after(v, four + "A", None)
+    tuplets = {s for s in _after(v, four) if s.startswith("(")}
+    assert tuplets == {"(2", "(3", "(5:2:5", "(6:2:6", "(7:2:7", "(9:2:9", "(9:3:9"} & set(v.symbols)
+    assert "(3:2:1" in _after(v, four, None)
+    assert [engravable(Fraction(x)) for x in ("1", "3/2", "7/4", "5", "9", "15/2", "3/8")] == \
+        [True, True, True, False, False, False, True]
+    assert tonic_of("F#min") == ("F", 1) and tonic_of("Bbmaj") == ("B", -1)
+    assert tonic_of("Dmix") == ("D", 0) and tonic_of("none") is None
+
+
+def test_form_walks_are_tunes_a_fiddler_can_play(shipped_vocab, tmp_path):
+    """Random walks under the Form: read back by tunestats' own token walk (not the
+    mask), by the bar rule and by abc2midi."""
+    from abcgen.tunestats import form_figures
+
+    v = shipped_vocab
+    texts = []
+    for seed in range(40):
+        c = AbcConstraint(v, Form())
+        texts.append(v.decode(_walk(c, seed, cap=80)))
+    for text in texts:
+        f = form_figures(text)
+        assert not (f["meter_change"] or f["key_change"] or f["final_early"] or f["open_first"]), text
+        assert f["tonic_end"], text
+        assert check_bars(text)[1] == 0, text
+        durs = [s for s in split_tokens(text, "token") if re.fullmatch(r"\d+(/\d+)?|/\d+", s)]
+        assert all(engravable(Fraction(d if not d.startswith("/") else "1" + d)) for d in durs), text
+    errors = _abc2midi_errors(texts, tmp_path)
+    if errors is None:
+        if os.environ.get("CI"):
+            pytest.fail("abc2midi is not installed")
+        pytest.skip("abc2midi is not installed: the independent check did not run")
+    assert not errors, errors

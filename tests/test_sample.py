@@ -44,7 +44,8 @@ def test_same_seed_same_bytes(random_model):
     b, _ = _book(random_model, count=4, seed=11, max_tokens=200)
     c, _ = _book(random_model, count=4, seed=12, max_tokens=200)
     assert a == b and a != c
-    assert a.count("X:") == 4 and "T:abcgen random seed 11 tune 1" in a
+    assert a.count("X:") == 4 and "T:abcgen random seed 11\n" in a
+    assert f"T:abcgen random seed {S.tune_seed(11, 2)}\n" in a
 
 
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 1.5])
@@ -117,7 +118,7 @@ def test_cli_without_model_explains_and_imports_no_tensorflow(random_model):
     r = subprocess.run([sys.executable, "-c", probe, "sample", "-n", "1", "--seed", "4"],
                        capture_output=True, text=True)
     assert "TF False False False EXIT 0" in r.stderr, r.stderr
-    assert r.stdout.startswith("X:1\nT:abcgen default seed 4 tune 1\nM:")
+    assert r.stdout.startswith("X:1\nT:abcgen default seed 4\nM:")
 
 
 def test_no_shipped_model_says_how_to_get_one(monkeypatch, tmp_path):
@@ -201,3 +202,131 @@ def test_step_thread_changes_nothing(random_model, monkeypatch):
     threaded = S.sample(m, opts)
     monkeypatch.setattr(S, "OVERLAP_MIN_BATCH", 10**6)
     assert S.sample(m, opts) == threaded
+
+
+# --------------------------------------------------------------------------
+# Form, seeds, conditioning and length (the shipped model: no TensorFlow needed)
+
+def _shipped():
+    if not S.DEFAULT_MODEL.is_file():
+        pytest.skip("no shipped model in this checkout")
+    return S.Model(S.DEFAULT_MODEL)
+
+
+def _tunes(book: str) -> list[str]:
+    from abcgen.tunestats import model_texts_of_book
+
+    return model_texts_of_book(book)
+
+
+def test_tune_k_of_a_book_is_tune_1_of_its_own_seed():
+    m = _shipped()
+    opts = S.SampleOptions(count=3, seed=5, max_tokens=300)
+    book = S.tune_book(m, S.sample(m, opts), opts)
+    tunes = _tunes(book)
+    assert len(tunes) == 3
+    for k in (1, 2, 3):
+        s_k = S.tune_seed(5, k)
+        assert f"T:abcgen default seed {s_k}\n" in book
+        alone = S.SampleOptions(count=1, seed=s_k, max_tokens=300)
+        assert _tunes(S.tune_book(m, S.sample(m, alone), alone)) == [tunes[k - 1]]
+    assert S.tune_seed(5, 1) == 5 and len({S.tune_seed(5, k) for k in range(1, 50)}) == 49
+
+
+def test_no_seed_draws_a_fresh_one_and_names_it():
+    m = _shipped()
+    seeds = set()
+    for _ in range(2):
+        opts = S.SampleOptions(count=1, seed=None, max_tokens=80)
+        book = S.generate(m, opts)
+        assert opts.seed is not None and f"seed {opts.seed}\n" in book
+        seeds.add(opts.seed)
+    assert len(seeds) == 2
+
+
+@pytest.mark.parametrize("text,token", [
+    ("D", "Dmaj"), ("Dm", "Dmin"), ("Dmin", "Dmin"), ("D minor", "Dmin"), ("Ddor", "Ddor"),
+    ("D dorian", "Ddor"), ("Amix", "Amix"), ("A Mixolydian", "Amix"), ("F#m", "F#min"),
+    ("Bb", "Bbmaj"), ("K:Gmaj", "Gmaj"), ("e aeolian", "Emin"), ("C major", "Cmaj"),
+])
+def test_key_spellings(text, token):
+    assert S.key_token(text) == token
+
+
+@pytest.mark.parametrize("text", ["H", "Dxyz", "", "6/8"])
+def test_not_a_key(text):
+    assert S.key_token(text) is None
+
+
+def test_orders_are_musical():
+    meters = ["6/8", "116/4", "3/4", "2/4", "none", "4/4", "12/8", "2/2", "9/8", "3/8"]
+    assert sorted(meters, key=S.meter_order) == ["3/8", "2/4", "3/4", "6/8", "2/2", "4/4", "9/8",
+                                                 "12/8", "116/4", "none"]
+    keys = ["Gmaj", "Ador", "Cmaj", "Amin", "F#min", "Bbmaj", "Dmix", "Dmaj", "Ebmaj"]
+    assert sorted(keys, key=S.key_order) == ["Cmaj", "Dmaj", "Dmix", "Ebmaj", "F#min", "Gmaj",
+                                             "Ador", "Amin", "Bbmaj"]
+
+
+def test_unknown_key_names_the_nearest_in_musical_order():
+    m = _shipped()
+    with pytest.raises(InputError) as e:
+        S.resolve_header(m.vocab, None, None, "C#m")
+    msg = str(e.value)
+    assert msg.startswith("K:C#min is not in the model's vocabulary (nearest: ")
+    near = msg.split("(nearest: ")[1].rstrip(")").split(", ")
+    assert near == sorted(near, key=S.key_order) and "F#min" in near and len(near) == 6
+    with pytest.raises(InputError, match="not a key"):
+        S.resolve_header(m.vocab, None, None, "H")
+
+
+@pytest.mark.parametrize("kw,header", [
+    (dict(key="D"), "K:Dmaj"), (dict(key="A dorian"), "K:Ador"), (dict(unit="1/16"), "L:1/16"),
+    (dict(meter="6/8", key="Em"), "M:6/8"), (dict(meter="C"), "M:4/4"),
+])
+def test_any_subset_of_the_header(kw, header):
+    m = _shipped()
+    opts = S.SampleOptions(count=3, seed=2, max_tokens=200, **kw)
+    for t in _tunes(S.generate(m, opts)):
+        assert header + "\n" in t.split("K:")[0] + "K:" + t.split("K:")[1].split("\n")[0] + "\n"
+        if "key" in kw:
+            assert t.split("\n")[2] == "K:" + S.key_token(kw["key"])
+
+
+def test_form_of_shipped_samples_read_from_the_text():
+    """No meter or key change, no |] before the end, no open first ending, the last
+    note on the tonic, read by tunestats (its own token walk, not the mask)."""
+    from abcgen.tunestats import form_figures
+
+    m = _shipped()
+    opts = S.SampleOptions(count=12, seed=11, max_tokens=600)
+    for t in _tunes(S.generate(m, opts)):
+        f = form_figures(t)
+        assert not (f["meter_change"] or f["key_change"] or f["final_early"] or f["open_first"]), t
+        assert f["tonic_end"], t
+
+
+def test_bars_asks_for_about_that_many_bars():
+    from abcgen.abc.grammar import check_bars
+
+    m = _shipped()
+    for bars in (8, 16):
+        opts = S.SampleOptions(count=6, seed=4, max_tokens=1000, bars=bars)
+        for t in _tunes(S.generate(m, opts)):
+            complete, wrong = check_bars(t)
+            assert wrong == 0 and bars - 1 <= complete <= bars + 1, (bars, complete, t)
+
+
+def test_changes_only_when_asked_and_tonic_can_be_off():
+    m = _shipped()
+    assert S.SampleOptions().changes is False and S.SampleOptions().tonic is True
+    opts = S.SampleOptions(count=2, seed=1, max_tokens=200, changes=True, tonic=False)
+    assert len(_tunes(S.generate(m, opts))) == 2
+
+
+def test_header_menu_lists_what_the_corpus_uses_in_musical_order():
+    m = _shipped()
+    h = S.header_menu(m)
+    assert {"6/8", "3/4", "4/4", "2/4"} <= set(h["meters"]) and "116/4" not in h["meters"]
+    assert h["meters"] == sorted(h["meters"], key=S.meter_order)
+    assert h["keys"] == sorted(h["keys"], key=S.key_order) and "Dmaj" in h["keys"]
+    assert all("K:" + k in m.vocab for k in h["keys"])

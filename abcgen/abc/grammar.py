@@ -93,7 +93,7 @@ import numpy as np
 from ..errors import InputError
 from .tokens import BOS_ID, EOS_ID, PAD_ID, Vocabulary, split_tokens
 
-__all__ = ["AbcConstraint", "GrammarError", "check_bars"]
+__all__ = ["AbcConstraint", "Form", "GrammarError", "check_bars", "engravable", "tonic_of"]
 
 
 # Entries a memo table keeps before it starts afresh (a mask is about 0.6 KB
@@ -115,7 +115,7 @@ def _remember(memo: dict, key, value, limit: int = _MEMO_LIMIT) -> None:
 # the same symbols; only the attributes below are its own.
 _FAMILIES: dict = {}
 _FAMILY_LIMIT = 2
-_PER_CONSTRAINT = frozenset({"vocab", "_forced", "_forced_key", "_keyed", "_shown", "_s"})
+_PER_CONSTRAINT = frozenset({"vocab", "_forced", "_forced_key", "_keyed", "_shown", "_s", "_form"})
 
 
 class GrammarError(InputError, ValueError):
@@ -263,6 +263,83 @@ def tuplet_safe(d: Fraction) -> bool:
     while odd % 2 == 0:
         odd //= 2
     return d > 0 and d.denominator & (d.denominator - 1) == 0 and odd in (1, 3, 7, 15, 31)
+
+
+@dataclass(frozen=True)
+class Form:
+    """What a musician expects of a whole tune, on top of the grammar (see
+    ``AbcConstraint``); each rule can be switched off.
+
+    * ``changes``: a body ``M:`` or ``K:`` line (a meter or key change) is
+      allowed; off by default, as a change is something a user asks for.
+    * ``final_last``: ``|]`` only as the tune's last bar (it is allowed only
+      where ``</s>`` could follow it), and ``</s>`` only after ``|]`` or ``:|``.
+    * ``endings``: a first ending closed by a plain ``:|`` is followed by its
+      second ending (``[2`` at the next line start); the tune may not end
+      there.  (``:|2`` carries the second ending itself.)
+    * ``tonic``: ``</s>`` only when the tune's last note (the lowest of a last
+      chord; rests after it do not count) is the key's tonic.
+    * ``engrave``: no single note a reader writes as two tied notes or a triple
+      dot (only lengths 2^k, 3*2^k and 7*2^k of L: units: no 5, 9, 10, 11,
+      15/2 ...), none shorter than a quarter unit (``/8``, ``3/8``: a 64th
+      note under L:1/8), and only plain tuplets ``(p:q:p`` with q = 2 or
+      3 and q != p (``(3``, ``(2``, ``(5:2:5``; not ``(3:2:1`` or ``(6:6:6``).
+    """
+
+    changes: bool = False
+    final_last: bool = True
+    endings: bool = True
+    tonic: bool = True
+    engrave: bool = True
+
+
+def engravable(d: Fraction) -> bool:
+    """A single note of d L: units that a reader writes as one plain, dotted or
+    double-dotted note: a power of two times 1, 3 or 7."""
+    if d <= 0 or d.denominator & (d.denominator - 1):
+        return False
+    odd = d.numerator
+    while odd % 2 == 0:
+        odd //= 2
+    return odd in (1, 3, 7)
+
+
+def _tuplet_engravable(t) -> bool:
+    p, q, r = t
+    return r == p and q in (2, 3) and q != p
+
+
+def tonic_of(key: str | None):
+    """(letter, alteration in semitones) of a K: value's tonic ('F#min' -> ('F', 1)),
+    or None for none or an unknown key."""
+    if not key or key[0].upper() not in "ABCDEFG":
+        return None
+    alt = 0
+    for ch in key[1:3]:
+        if ch == "#":
+            alt += 1
+        elif ch == "b":
+            alt -= 1
+        else:
+            break
+    return key[0].upper(), alt
+
+
+_ACC_ALT = {"": None, "^": 1, "^^": 2, "_": -1, "__": -2, "=": 0}
+
+
+def _is_tonic(key: str | None, info) -> bool:
+    """Is the pitch (info: ((letter, octave), accidental)) the key's tonic?  In
+    canonical ABC a note without an accidental has the key signature's pitch,
+    and the signature alters the tonic's letter as the tonic's own name does."""
+    t = tonic_of(key)
+    if t is None:
+        return False
+    (letter, _), acc = info
+    if letter != t[0]:
+        return False
+    a = _ACC_ALT.get(acc)
+    return a is None or a == t[1]
 
 
 class _Filler:
@@ -623,6 +700,9 @@ class _State:
     rep: str = "start"             # start open closed
     ending: tuple | None = None    # ('in', first, last) or ('after', next number)
     has_note: bool = False
+    final: bool = False            # a |] has been written (Form.final_last: the tune ends)
+    tonic_last: bool = False       # the last note (or chord's lowest) is the key's tonic
+    bars: int = 0                  # complete bars so far (full bars and split bars made whole)
 
     @property
     def M(self):
@@ -694,16 +774,18 @@ class AbcConstraint:
     model picks.  ``force_end_tokens()`` gives one deterministic finish.
     """
 
-    def __init__(self, vocab: Vocabulary):
+    def __init__(self, vocab: Vocabulary, form: Form | None = None):
+        """form: the whole-tune rules of ``Form`` (None: the grammar alone)."""
         if vocab.level != "token":
             raise ValueError(f"AbcConstraint needs a token-level vocabulary, not {vocab.level!r}: "
                              "the grammar works on whole ABC symbols")
-        syms = tuple(vocab.symbols)
-        tables = _FAMILIES.get(syms)
+        engrave = form is not None and form.engrave
+        family = (tuple(vocab.symbols), engrave)
+        tables = _FAMILIES.get(family)
         if tables is None:
-            self._build_tables(vocab)
+            self._build_tables(vocab, engrave)
             tables = {k: v for k, v in self.__dict__.items() if k not in _PER_CONSTRAINT}
-            _remember(_FAMILIES, syms, tables, _FAMILY_LIMIT)
+            _remember(_FAMILIES, family, tables, _FAMILY_LIMIT)
         else:
             self.__dict__.update(tables)
         self.vocab = vocab
@@ -712,10 +794,13 @@ class AbcConstraint:
         self._keyed: tuple = (None, None)   # (state, its key): the last key computed
         self._shown: tuple = (None, None)   # (state, its mask): the last mask looked up
         self._s = _State()
+        self._form = form
 
-    def _build_tables(self, vocab: Vocabulary) -> None:
+    def _build_tables(self, vocab: Vocabulary, engrave: bool = False) -> None:
         """What the vocabulary alone determines: token classes, the filler and
-        the (empty) memo tables."""
+        the (empty) memo tables.  engrave (Form.engrave): durations and tuplets
+        a reader engraves badly are no tokens at all (K_OTHER), so the filler
+        never counts on them to finish a bar."""
         syms = vocab.symbols
         self._syms = tuple(syms)
         n = len(syms)
@@ -727,6 +812,9 @@ class AbcConstraint:
         durs, tups = [], []
         for i, s in enumerate(syms):
             k, info = self._classify(i, s)
+            if engrave and ((k == K_DUR and (not engravable(info) or info < Fraction(1, 4)))
+                            or (k == K_TUPLET and not _tuplet_engravable(info))):
+                k, info = K_OTHER, None
             kind[i] = k
             self._info[i] = info
             if k == K_PITCH:
@@ -776,6 +864,11 @@ class AbcConstraint:
         self._bar_plain = bar_kind == B_PLAIN
         self._bar_colon = np.isin(bar_kind, [B_END, B_ENDSTART, B_END_ENDING])
         self._bar_endstart = bar_kind == B_ENDSTART
+        # Form tables
+        self._final_ids = np.array([i for i, b in self._bar_ids if b[0] == B_FINAL], dtype=np.int64)
+        self._line_ending_first = {i: b[1] for i, b in self._bar_ids if b[0] == B_LINE_ENDING}
+        self._tonic_memo: dict = {}       # (key, token id) -> _is_tonic
+        self._tonic_pitch_memo: dict = {}  # key -> tonic mask over the pitch ids
         # Memo tables, each keyed on what the part it keeps reads (see _mask).
         self._masks: dict = {}            # mask key -> allowed() (read-only)
         self._closing: dict = {}          # mask key -> closing_allowed() (read-only)
@@ -885,6 +978,26 @@ class AbcConstraint:
         other = object.__new__(AbcConstraint)
         other.__dict__.update(self.__dict__)
         return other
+
+    @property
+    def bars(self) -> int:
+        """Complete bars written so far (a pickup and the short bar that pairs
+        with it count as one)."""
+        return self._s.bars
+
+    @property
+    def end_refused(self) -> bool:
+        """At a line start where the grammar would let the tune end but the Form
+        does not (it is off the tonic, after a bar that is no final one, or a
+        second ending is due): the model wants to stop, so the sampler closes."""
+        s = self._s
+        return (self._form is not None and s.phase == 6 and not s.done and self._end_ok(s)
+                and not self._form_end_ok(s))
+
+    @property
+    def at_bar(self) -> bool:
+        """Just after a bar line (or the newline after it)."""
+        return self._s.phase == 6 and self._s.last in ("bar", "nl")
 
     def bar_length(self) -> Fraction | None:
         """The current bar length in units of L: (None before the header or for M:none)."""
@@ -1269,6 +1382,8 @@ class AbcConstraint:
         key = s.mask_key()
         if key[0] == "head":
             key += (self._forced_key,)
+        elif self._form is not None and key[0] != "done":
+            key += (self._form, s.final, s.tonic_last, s.key)
         self._keyed = (s, key)
         return key
 
@@ -1342,7 +1457,62 @@ class AbcConstraint:
         # _space_ok: for a sound end, slot is _default_ok, start _sound_start_ok
         m[self._ids[K_SPACE]] = sound_end and not s.tup_left and slot and (start or tuplets)
         m[self._ids[K_NL]] = self._nl_ok(s)
+        if self._form is not None:
+            return self._form_filter(s, m)
         return m
+
+    # ---------------------------------------------------------------- form
+
+    def _is_tonic_id(self, key, i: int) -> bool:
+        k = (key, i)
+        hit = self._tonic_memo.get(k)
+        if hit is None:
+            hit = self._tonic_memo[k] = _is_tonic(key, self._info[i])
+        return hit
+
+    def _tonic_pitches(self, key) -> np.ndarray:
+        """Over self._pitch_ids: is the pitch the key's tonic?"""
+        hit = self._tonic_pitch_memo.get(key)
+        if hit is None:
+            hit = self._tonic_pitch_memo[key] = np.array(
+                [self._is_tonic_id(key, int(i)) for i in self._pitch_ids], dtype=bool)
+        return hit
+
+    def _form_end_ok(self, s: _State) -> bool:
+        """The Form's conditions on ``</s>`` (beside _end_ok's)."""
+        f = self._form
+        if f.tonic and tonic_of(s.key) is not None and not s.tonic_last:
+            return False
+        if f.final_last and s.bar_kind not in (B_FINAL, B_END):
+            return False
+        if f.endings and s.ending == ("after", 2):
+            return False
+        return True
+
+    def _form_filter(self, s: _State, m: np.ndarray) -> np.ndarray:
+        """The body mask m less what the Form rules out; m itself where that
+        would leave nothing (never a dead end)."""
+        f = self._form
+        out = m.copy()
+        kinds = self._kind
+        if not f.changes:
+            out[self._field_idx] = False
+        if s.final and f.final_last:
+            out &= (kinds == K_NL) | (kinds == K_EOS)
+        if f.endings and s.ending == ("after", 2):     # a first ending closed by :|
+            keep = kinds == K_NL
+            for i, first in self._line_ending_first.items():
+                keep[i] = first == s.ending[1]
+            out &= keep
+        eos = self._ids[K_EOS]
+        if out[eos].any() and not self._form_end_ok(s):
+            out[eos] = False
+        if f.final_last and self._nl_id is not None:
+            for i in self._final_ids:
+                if out[i]:
+                    after = self._step(self._step(s, int(i)), self._nl_id)
+                    out[i] = self._end_ok(after) and self._form_end_ok(after)
+        return out if out.any() else m
 
     def _tuplet_mask(self, s: _State) -> np.ndarray:
         """_tuplet_ok over the tuplet tokens where a tuplet may start, memoized
@@ -1447,8 +1617,12 @@ class AbcConstraint:
                                sound_pitches=s.sound_pitches | {info})
             # K_CLOSE
             respelled = s.tie_req is not None and s.tie_req != s.sound_pitches
+            tonic = s.tonic_last
+            if self._form is not None and s.sound_pitches:
+                low = min(s.sound_pitches, key=lambda p: (p[0][1], "CDEFGAB".index(p[0][0])))
+                tonic = _is_tonic(s.key, low)
             return s.with_(chord=None, last="sound", sound="chord", tie_req=None,
-                           respelled=respelled)
+                           respelled=respelled, tonic_last=tonic)
         if k in (K_PITCH, K_REST, K_OPEN):
             if s.tup_left:
                 q, p, left = s.tup_q, s.tup_p, s.tup_left - 1
@@ -1459,9 +1633,10 @@ class AbcConstraint:
                           tup_left=left, tup_q=q if left else 1, tup_p=p if left else 1)
             if k == K_PITCH:
                 respelled = s.tie_req is not None and info not in s.tie_req
+                tonic = self._form is not None and self._is_tonic_id(s.key, i)
                 return s.with_(**placed, last="sound", sound="note",
                                sound_pitches=frozenset({info}), tie_req=None, has_note=True,
-                               respelled=respelled)
+                               respelled=respelled, tonic_last=tonic)
             if k == K_REST:
                 return s.with_(**placed, last="sound", sound="rest", sound_pitches=frozenset())
             return s.with_(**placed, last="chord", chord=(), sound_pitches=frozenset(),
@@ -1484,11 +1659,12 @@ class AbcConstraint:
         e = s.ending
         rep = s.rep
         empty = s.last in ("nl", "bar")
-        rule, pieces = s.rule, s.pieces
+        rule, pieces, bars = s.rule, s.pieces, s.bars
         if not empty:
-            _, rule = rule.judge(s.pos, kind, self._filler.fillable_steps)
+            verdict, rule = rule.judge(s.pos, kind, self._filler.fillable_steps)
             rule = self._intern(rule)
             pieces += 1
+            bars += verdict in ("full", "half", "free")
         elif kind == B_LINE_ENDING:
             rule = self._intern(rule.opener())
         # repeats and endings
@@ -1509,7 +1685,8 @@ class AbcConstraint:
             e = ("in", first, last)
         return s.with_(last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0,
                        rep=rep, ending=e, after_field=False, sound=None,
-                       tie_crossed=s.tie_req is not None)
+                       tie_crossed=s.tie_req is not None, bars=bars,
+                       final=s.final or kind == B_FINAL)
 
     # ---------------------------------------------------------------- closing
 
@@ -1561,6 +1738,9 @@ class AbcConstraint:
                 self._closing_sounds(s, m, c)
         else:
             good, halves = self._closing_bars(s, m)
+            if good and self._form is not None and self._form.final_last:
+                ends = [i for i in good if self._info[i][0] in (B_FINAL, B_END, B_END_ENDING)]
+                good = ends or good
             if good:
                 c[good] = True
             else:
@@ -1571,7 +1751,43 @@ class AbcConstraint:
                     c[halves] = True
         if not c.any():
             return m.copy()
+        if self._form is not None and self._form.tonic and s.chord is None:
+            c = self._closing_tonic(s, m, c)
         return c
+
+    def _closing_tonic(self, s: _State, m: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Steer the closing towards a last note on the tonic: after a note (or
+        rest) that leaves the tune off the tonic, no bar line but more notes
+        (from m, the full mask); a note off the tonic only where a tonic note
+        of one unit still fits after it.  c where that leaves nothing."""
+        if tonic_of(s.key) is None:
+            return c
+        unit = self._filler.grid
+
+        def room(st: _State) -> bool:
+            return st.tup_left == 0 and self._alive(st, st.pos + unit, 0, 1, 1)
+
+        ids = self._pitch_ids
+        tonic = self._tonic_pitches(s.key)
+        off = (s.last in ("sound", "dur") and s.sound in ("note", "rest") and not s.tonic_last
+               and s.tup_left == 0)
+        out = c.copy()
+        if off:
+            out[:] = False
+            out[ids] = m[ids]
+            if s.last == "sound":
+                out[self._dur_idx] = m[self._dur_idx]
+                for i in self._dur_idx[out[self._dur_idx]]:
+                    if not (self._sound_start_ok(self._step(s, int(i)))):
+                        out[i] = False
+        other = ids[~tonic & out[ids]]
+        if len(other) and not room(self._step(s, int(other[0]))):
+            out[other] = False
+        if s.last == "sound" and s.sound == "note" and not s.tonic_last:
+            for i in self._dur_idx[out[self._dur_idx]]:
+                if not room(self._step(s, int(i))):
+                    out[i] = False
+        return out if out.any() else c
 
     def _closing_sounds(self, s: _State, m: np.ndarray, c: np.ndarray) -> None:
         ids = self._ids[K_PITCH]
