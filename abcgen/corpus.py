@@ -34,10 +34,11 @@ ABC_EXTS = {".abc"}
 SCORE_EXTS = {".mid", ".midi", ".musicxml", ".xml", ".mxl"}
 TRANSPOSE_CHOICES = ("none", "C", "all")
 CACHE_FORMAT = 1
-# The modules whose code decides a tune's canonical text (see _code_fingerprint).
-CANON_CODE = ("abc/reader.py", "abc/writer.py", "abc/tokens.py", "notes.py", "transpose.py")
+# The modules whose code decides a tune's canonical text, with everything they import from
+# abcgen (see code_closure): a change to any of them makes a new cache instead of stale tunes.
+CANON_CODE = ("abc/reader.py", "abc/writer.py", "abc/tokens.py", "transpose.py")
 # ... and, for a corpus with MIDI or MusicXML files, the code that reads those.
-SCORE_CODE = ("midi.py", "convert.py")
+SCORE_CODE = ("convert.py",)
 
 
 @dataclass
@@ -284,12 +285,47 @@ def fingerprint(m: Manifest, files: list, transpose: str) -> str:
     return h.hexdigest()
 
 
+def code_closure(modules) -> list[str]:
+    """The given package files (paths relative to abcgen/) and every abcgen module they import,
+    directly or through others, anywhere in their code (imports inside functions too)."""
+    import ast
+
+    here = Path(__file__).parent
+    todo, seen = list(modules), set()
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        pkg = Path(rel).parent.parts            # the package the file is in, below abcgen
+        for node in ast.walk(ast.parse((here / rel).read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:      # relative: from the file's package, up level - 1
+                    base = list(pkg[:len(pkg) - node.level + 1])
+                    mod = base + (node.module.split(".") if node.module else [])
+                elif (node.module or "").split(".")[0] == "abcgen":
+                    mod = node.module.split(".")[1:]
+                else:
+                    continue
+                targets = [mod] + [mod + [a.name] for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name.split(".")[1:] for a in node.names
+                           if a.name.split(".")[0] == "abcgen"]
+            else:
+                continue
+            for t in targets:
+                for cand in ("/".join(t) + ".py", "/".join(t + ["__init__.py"])):
+                    if cand and not cand.startswith("/") and (here / cand).is_file():
+                        todo.append(cand)
+    return sorted(seen)
+
+
 def _code_fingerprint(modules) -> bytes:
     """The bytes of the code that turns a source into canonical text: a change to the
-    reader, writer or tokenizer makes a new cache instead of serving stale tunes."""
+    reader, writer or tokenizer (or anything they import) makes a new cache."""
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for rel in modules:
+    for rel in code_closure(modules):
         h.update(rel.encode() + b"\0" + (here / rel).read_bytes())
     return h.digest()
 

@@ -104,3 +104,26 @@ def test_transpose_all_augments_train_only(tmp_path):
 def test_book_entry():
     t = {"abc": "X:1\nT:Air\nM:3/4\nL:1/4\nK:Ador\nA B c|\n", "title": "Air"}
     assert corpus.book_entry(t, 7) == "X:7\nT:Air\nM:3/4\nL:1/4\nK:Ador\nA B c|\n"
+
+
+def test_code_closure_covers_every_module_canonicalization_runs(tmp_path):
+    """The cache key hashes the reader, writer and whatever they import: every abcgen module that
+    canonicalizing a tune loads, also inside functions, must be in the closure it hashes."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, json\n"
+        "from abcgen import corpus\n"
+        "from abcgen.abc.reader import Tune\n"
+        "before = set(sys.modules)\n"
+        "corpus.canonicalize_item(('tune', Tune('X:1\\nM:6/8\\nK:G\\nGAB c2d|]\\n', 'f.abc', '1', 1)))\n"
+        "print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith('abcgen'))))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    loaded = {m.split(".", 1)[1].replace(".", "/") for m in json.loads(r.stdout.strip().splitlines()[-1])}
+    closure = corpus.code_closure(corpus.CANON_CODE)
+    assert "abc/reader.py" in closure and "abc/writer.py" in closure and "cli.py" not in closure
+    for m in loaded:
+        assert f"{m}.py" in closure or f"{m}/__init__.py" in closure or m in ("abc",), m
