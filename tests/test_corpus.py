@@ -127,3 +127,26 @@ def test_code_closure_covers_every_module_canonicalization_runs(tmp_path):
     assert "abc/reader.py" in closure and "abc/writer.py" in closure and "cli.py" not in closure
     for m in loaded:
         assert f"{m}.py" in closure or f"{m}/__init__.py" in closure or m in ("abc",), m
+
+
+def test_shipped_corpus_is_taken_only_under_its_own_key(tmp_path, monkeypatch):
+    folder = tmp_path / "tunes"
+    folder.mkdir()
+    for f in ("more.abc", "book.abc"):
+        (folder / f).write_text((MINI / f).read_text())
+    cold = corpus.prepare(str(folder), jobs=1, use_cache=False, progress=False)
+    shipped = corpus.ship(str(folder), tmp_path / "tunes.prepared.json.xz", jobs=1)
+    assert shipped.read_bytes()[:6] == b"\xfd7zXZ\x00"  # xz, no pickle
+    monkeypatch.setattr(corpus, "shipped_path", lambda name: shipped)
+    monkeypatch.setenv("ABCGEN_CACHE", str(tmp_path / "cache"))
+    warm = corpus.prepare(str(folder), jobs=1, progress=False)
+    assert warm.stats["cache"]["shipped"] is True
+    assert warm.tunes == cold.tunes                       # file paths restored from indices
+    assert warm.stats["failures"] == cold.stats["failures"]
+    assert {k: v for k, v in warm.stats.items() if k not in ("cache", "wall_s")} == \
+        {k: v for k, v in cold.stats.items() if k not in ("cache", "wall_s")}
+    assert corpus.prepare(str(folder), jobs=1, progress=False).stats["cache"]["hit"] is True
+    # another source (or code) is another key: prepared from the sources, not the shipped file
+    (folder / "more.abc").write_text((MINI / "more.abc").read_text().replace("A3|]", "A2 z|]"))
+    again = corpus.prepare(str(folder), jobs=1, progress=False)
+    assert "shipped" not in again.stats["cache"] and again.stats["cache"]["hit"] is False
