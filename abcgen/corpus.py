@@ -219,8 +219,21 @@ def parallel_map(fn, items: list, jobs: int = 0, progress: str | None = None, ch
     return results
 
 
+def time_left(elapsed: float, done: int, total: int) -> str:
+    """The rest of the work at the rate so far, for a progress line: '', 'about 40 s left', ..."""
+    if done <= 0 or elapsed < 1.0 or done >= total:
+        return ""
+    rest = elapsed / done * (total - done)
+    if rest < 60:
+        return f"about {max(1, round(rest))} s left"
+    if rest < 3600:
+        return f"about {int(rest // 60)} min {int(rest % 60):02d} s left"
+    return f"about {int(rest // 3600)} h {int(rest % 3600 // 60):02d} min left"
+
+
 class Progress:
-    """A one-line progress bar on stderr (only when stderr is a terminal, else a final line)."""
+    """A one-line progress bar with the time left on stderr; when stderr is not a terminal
+    (a log), a line every 30 s and a final line."""
 
     def __init__(self, label: str, total: int):
         self.label, self.total, self.n = label, total, 0
@@ -230,12 +243,15 @@ class Progress:
     def step(self, k: int = 1):
         self.n += k
         now = time.monotonic()
-        if self.tty and (now - self.last > 0.1 or self.n == self.total):
+        every = 0.1 if self.tty else 30.0
+        if now - self.last > every or (self.tty and self.n == self.total):
             self.last = now
             frac = self.n / self.total if self.total else 1
             fill = int(30 * frac)
-            sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (30 - fill)}] "
-                             f"{self.n}/{self.total} {now - self.t0:5.1f}s")
+            left = time_left(now - self.t0, self.n, self.total)
+            line = (f"{self.label} [{'#' * fill}{'.' * (30 - fill)}] {self.n}/{self.total} "
+                    f"{now - self.t0:5.1f}s" + (f", {left}" if left else ""))
+            sys.stderr.write(f"\r{line:<90}" if self.tty else line + "\n")
             sys.stderr.flush()
 
     def done(self):

@@ -150,3 +150,15 @@ def test_shipped_corpus_is_taken_only_under_its_own_key(tmp_path, monkeypatch):
     (folder / "more.abc").write_text((MINI / "more.abc").read_text().replace("A3|]", "A2 z|]"))
     again = corpus.prepare(str(folder), jobs=1, progress=False)
     assert "shipped" not in again.stats["cache"] and again.stats["cache"]["hit"] is False
+
+
+@pytest.mark.parametrize("elapsed,done,total,want", [
+    (0.5, 10, 100, ""),                       # too early to say
+    (10.0, 0, 100, ""),
+    (10.0, 50, 100, "about 10 s left"),
+    (30.0, 10, 100, "about 4 min 30 s left"),
+    (60.0, 1, 200, "about 3 h 19 min left"),
+    (10.0, 100, 100, ""),
+])
+def test_time_left(elapsed, done, total, want):
+    assert corpus.time_left(elapsed, done, total) == want
