@@ -39,10 +39,10 @@ def serve(
     workers: int = typer.Option(2, "--workers", help="Threads that sample and render."),
 ):
     """A local web studio: generate tunes, read the sheet music, hear them, download them."""
-    import os
+    # One BLAS thread per worker: the workers already share the cores (abcgen.threads).
+    from .threads import set_blas_threads
 
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    set_blas_threads(1)
     if not 0 < port < 65536:
         fail("--port must be between 1 and 65535")
     if timeout <= 0:
