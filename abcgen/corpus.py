@@ -37,7 +37,8 @@ CACHE_FORMAT = 1
 # The modules whose code decides a tune's canonical text (see _code_fingerprint).
 CANON_CODE = ("abc/reader.py", "abc/writer.py", "abc/tokens.py", "notes.py", "transpose.py")
 # ... and, for a corpus with MIDI or MusicXML files, the code that reads those.
-SCORE_CODE = ("midi.py", "convert.py")
+SCORE_CODE = tuple(f"midi/{m}.py" for m in ("__init__", "io", "tracks", "meter", "quantize", "spelling",
+                                             "repeats", "transcribe")) + ("convert.py",)
 
 
 @dataclass

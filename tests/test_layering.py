@@ -140,3 +140,14 @@ def test_no_import_circle_but_the_known_ones():
 def test_lower_layers_do_not_import_upper_ones(module, forbidden):
     graph = import_graph()
     assert not graph[module] & forbidden, sorted(graph[module] & forbidden)
+
+
+def test_the_corpus_cache_fingerprints_existing_code():
+    """The corpus cache key hashes the code that makes canonical text; every file it names exists
+    (a module moved into a package must be named again there)."""
+    from abcgen.corpus import CANON_CODE, SCORE_CODE
+
+    missing = [rel for rel in CANON_CODE + SCORE_CODE if not (PACKAGE / rel).is_file()]
+    assert not missing
+    midi = sorted(p.relative_to(PACKAGE).as_posix() for p in (PACKAGE / "midi").glob("*.py"))
+    assert sorted(rel for rel in SCORE_CODE if rel.startswith("midi/")) == midi
