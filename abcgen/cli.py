@@ -17,6 +17,7 @@ import typer
 
 from . import __version__
 from .errors import AbcgenError
+from .runs import default_note as _d
 
 app = typer.Typer(
     add_completion=False,
@@ -269,44 +270,68 @@ def check_midi_roundtrip(
         print_json_last(report["summary"])
 
 
+def _trainer(out: Path, fmt: Optional[str], resume: bool):
+    """``--format`` dispatch: the train function of the format asked for (resuming: the run's own)."""
+    from .errors import InputError
+    from .runs import run_format
+
+    fmt = run_format(out, fmt, resume)
+    if fmt == "pianoroll":
+        from .pianoroll_train import train_roll
+
+        return train_roll
+    if fmt != "abc":
+        raise InputError(f"--format must be abc or pianoroll, not {fmt!r}")
+    from .train import train as train_text
+
+    return train_text
+
+
 @app.command()
 @handled
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (config, vocabulary, checkpoints, metrics)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="abc (the text model) | pianoroll [abc; "
-                                                             "on --resume, the run's]."),
-    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpus name or path [folk]."),
-    level: Optional[str] = typer.Option(None, "--level", help="char | token [token]."),
-    layers: Optional[int] = typer.Option(None, "--layers", help="LSTM layers [1]."),
-    hidden: Optional[int] = typer.Option(None, "--hidden", help="LSTM units per layer [512]."),
-    embed_dim: Optional[int] = typer.Option(None, "--embed-dim", help="Embedding size [128]."),
-    dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout before the output layer [0.2]."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Last epoch to train [20]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per batch [64]."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per training window [256]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [0.002]."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Epochs without valid improvement before stopping [3]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [1]."),
-    transpose: Optional[str] = typer.Option(None, "--transpose", help="none | C | all [none]."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="abc (the text model) | pianoroll (default abc; "
+                                                             "on --resume, the run's)."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help=f"Corpus name or path {_d('corpus')}."),
+    level: Optional[str] = typer.Option(None, "--level", help=f"abc: char | token {_d('level')}."),
+    layers: Optional[int] = typer.Option(None, "--layers", help=f"LSTM layers {_d('layers')}."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", help=f"LSTM units per layer {_d('hidden')}."),
+    embed_dim: Optional[int] = typer.Option(None, "--embed-dim", help=f"abc: embedding size {_d('embed_dim')}."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help=f"Dropout before the output layer "
+                                                                    f"{_d('dropout')}."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Last epoch to train {_d('epochs')}."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Windows per batch {_d('batch_size')}."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=f"abc: tokens per training window "
+                                                                  f"{_d('seq_len')}."),
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"Adam learning rate {_d('lr')}."),
+    patience: Optional[int] = typer.Option(None, "--patience", help=f"Epochs without valid improvement before "
+                                                                    f"stopping {_d('patience')}."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"Random seed {_d('seed')}."),
+    transpose: Optional[str] = typer.Option(None, "--transpose", help=f"abc: none | C | all {_d('transpose')}."),
     max_train_tokens: Optional[int] = typer.Option(None, "--max-train-tokens",
-                                                   help="Use only this many train tokens per epoch (0: all)."),
+                                                   help="abc: use only this many train tokens per epoch (0: all)."),
     distribute: Optional[str] = typer.Option(None, "--distribute", help="none | mirrored (all GPUs of this host)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    window: Optional[int] = typer.Option(None, "--window", help="pianoroll: frames per training window [50]."),
+    window: Optional[int] = typer.Option(None, "--window", help=f"pianoroll: frames per training window "
+                                                                f"{_d('window')}."),
     frames: Optional[str] = typer.Option(None, "--frames", help="pianoroll: frames per second (10) or one "
                                                                 "frame per 1/16, 1/8, 1/4 note."),
     pitches: Optional[int] = typer.Option(None, "--pitches", help="pianoroll: 88 keys or 128 MIDI pitches."),
     onsets: Optional[bool] = typer.Option(None, "--onsets/--no-onsets", help="pianoroll: an onset block "
                                                                              "(repeated notes stay distinct)."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="pianoroll: bce | focal [bce]."),
-    pos_weight: Optional[float] = typer.Option(None, "--pos-weight", help="pianoroll: weight of sounding "
-                                                                          "notes in the loss [1]."),
-    focal_gamma: Optional[float] = typer.Option(None, "--focal-gamma", help="pianoroll: focal loss gamma [2]."),
+    loss: Optional[str] = typer.Option(None, "--loss", help=f"pianoroll: bce | focal {_d('loss')}."),
+    pos_weight: Optional[float] = typer.Option(None, "--pos-weight", help=f"pianoroll: weight of sounding "
+                                                                          f"notes in the loss {_d('pos_weight')}."),
+    focal_gamma: Optional[float] = typer.Option(None, "--focal-gamma", help=f"pianoroll: focal loss gamma "
+                                                                            f"{_d('focal_gamma')}."),
     max_pieces: Optional[int] = typer.Option(None, "--max-pieces", help="pianoroll: first N pieces only (0: all)."),
 ):
-    """Train the LSTM on a prepared corpus, with a checkpoint every epoch."""
+    """Train the LSTM on a prepared corpus, with a checkpoint every epoch.
+
+    Defaults are given per format where they differ (abc: the text model;
+    pianoroll: the piano-roll model)."""
     require_train_extra("train")
-    from . import train as train_mod
     from .abc.tokens import LEVELS
 
     if level is not None and level not in LEVELS:
@@ -318,8 +343,7 @@ def train(
     roll_opts = dict(window=window, frames=frames, pitches=pitches, onsets=onsets, loss=loss,
                      pos_weight=pos_weight, focal_gamma=focal_gamma, max_pieces=max_pieces)
     given.update({k: v for k, v in roll_opts.items() if v is not None})
-    state = train_mod.train(out, given, resume=resume, log=log)
-    best = state.get("best_valid")
+    state = _trainer(out, fmt, resume)(out, given, resume=resume, log=log)
     log(f"done: best epoch {state.get('best_epoch')}, run in {out}")
 
 

@@ -457,6 +457,15 @@ def _split_of(name: str, salt: str = "abcgen-pianoroll") -> str:
     return "test" if h < 0.05 else "valid" if h < 0.10 else "train"
 
 
+def run_rolls(corpus: str, enc: Encoding, max_pieces: int = 0, log=None) -> tuple[dict, list[str]]:
+    """The rolls of a training run (``load_rolls``), its ``max_pieces`` applied: the first N
+    pieces of the corpus, or on jsb (split by its authors) the first N of each split."""
+    rolls, failures = load_rolls(corpus, enc, limit=max_pieces, log=log)
+    if max_pieces and is_jsb(corpus):
+        rolls = {s: rs[:max_pieces] for s, rs in rolls.items()}
+    return rolls, failures
+
+
 def load_rolls(corpus: str, enc: Encoding, *, limit: int = 0, jobs: int = 0,
                log=None) -> tuple[dict[str, list[np.ndarray]], list[str]]:
     """Rolls per split, and the failures: jsb (its own split), chorales, or an abcgen corpus."""
@@ -668,7 +677,7 @@ def write_sample(run_dir: Path, output: Path, *, length: int = 200, temperature:
         raise InputError("--temperature must be positive")
     m = RollLSTM(npz)
     cfg = m.meta["config"]
-    rolls, _ = load_rolls(cfg["corpus"], m.enc, limit=cfg.get("limit", 0), log=log)
+    rolls, _ = run_rolls(cfg["corpus"], m.enc, cfg.get("max_pieces", 0), log=log)
     pool = [r for r in rolls.get(split, []) if len(r) >= 2] or [r for r in rolls["train"] if len(r) >= 2]
     if not pool:
         raise InputError(f"corpus {cfg['corpus']!r} has no piece to prime with")

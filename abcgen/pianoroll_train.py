@@ -17,28 +17,25 @@ Bernoulli negative log-likelihood summed over the columns (the 88 keys on JSB),
 averaged over all frames, and frame accuracy is TP / (TP + FP + FN) at
 probability 0.5, summed over all frames (Bay et al. 2009).
 
-Run directory, checkpoints, resume, metrics.csv and curves.png are the text
-mode's (abcgen.train.RunDir).  The epoch with the best valid NLL per frame is
+Run directory, checkpoints, resume, seeding, metrics.csv and curves.png are
+the run layer's (abcgen.runs), as for the text model.  The epoch with the best valid NLL per frame is
 kept as ``best.keras`` and exported to ``model.npz`` for the NumPy sampler.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .pianoroll import (JSB_ENCODING, SPLITS, Encoding, add_counts, is_jsb, load_rolls, model_input,
-                        roll_counts, roll_metrics)
+from .pianoroll import (JSB_ENCODING, SPLITS, Encoding, add_counts, is_jsb, model_input, roll_counts,
+                        roll_metrics, run_rolls)
+from .runs import (RollConfig, RunDir, check_out, epoch_loop, fit_epoch, fresh_state, load_model, plot_curves,
+                   quiet_tensorflow, replicas, resolve_config, strategy_scope)
 
-FROZEN = ("format", "corpus", "frames", "pitches", "onsets", "layers", "hidden", "max_pieces",
-          "loss", "pos_weight", "focal_gamma")
 LOSSES = ("bce", "focal")
 TRAIN_EVAL_FRAMES = 20000   # train metrics over the first pieces up to this many frames
 
@@ -51,36 +48,9 @@ PUBLISHED = [
 ]
 
 
-@dataclass
-class RollConfig:
-    format: str = "pianoroll"
-    corpus: str = "jsb"
-    frames: str = ""        # "": the corpus default (1/4 on jsb, else 10 per second)
-    pitches: int = 0        # 0: the corpus default (88 on jsb, else 128)
-    onsets: bool = False
-    window: int = 50
-    layers: int = 1
-    hidden: int = 512
-    dropout: float = 0.2
-    loss: str = "bce"
-    pos_weight: float = 1.0
-    focal_gamma: float = 2.0
-    batch_size: int = 8
-    epochs: int = 100
-    lr: float = 2e-3
-    clipnorm: float = 5.0
-    patience: int = 5
-    seed: int = 1
-    max_pieces: int = 0     # 0: all; else the first N pieces of the corpus (quick runs)
-    distribute: str = "none"
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RollConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def encoding(self) -> Encoding:
-        return Encoding(frames=self.frames, pitches=self.pitches, onsets=self.onsets)
+def encoding(cfg: RollConfig) -> Encoding:
+    """The roll encoding of a run's config."""
+    return Encoding(frames=cfg.frames, pitches=cfg.pitches, onsets=cfg.onsets)
 
 
 def settle(cfg: RollConfig) -> RollConfig:
@@ -90,7 +60,7 @@ def settle(cfg: RollConfig) -> RollConfig:
         cfg.pitches = cfg.pitches or JSB_ENCODING.pitches
     cfg.frames = cfg.frames or "10"
     cfg.pitches = cfg.pitches or 128
-    cfg.encoding()  # raises on a bad --frames or --pitches
+    encoding(cfg)  # raises on a bad --frames or --pitches
     if cfg.loss not in LOSSES:
         raise InputError(f"--loss must be one of {', '.join(LOSSES)}, not {cfg.loss!r}")
     if cfg.pos_weight <= 0:
@@ -156,8 +126,6 @@ def build_roll_model(width: int, *, hidden: int = 512, layers: int = 1, dropout:
 
 def new_model(cfg: RollConfig, width: int):
     import keras
-
-    from .train import strategy_scope
 
     keras.utils.set_random_seed(cfg.seed)
     with strategy_scope(cfg):
@@ -258,8 +226,6 @@ def head(rolls: list, frames: int) -> list:
 
 
 def plot_roll_curves(history: list[dict], path: Path) -> None:
-    from .train import plot_curves
-
     plot_curves(history, path, (("train_nll_per_frame", "train"), ("valid_nll_per_frame", "valid")),
                 "NLL per frame (nats, summed over the columns)")
 
@@ -270,21 +236,17 @@ def plot_roll_curves(history: list[dict], path: Path) -> None:
 
 def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     """Train (or resume) a piano-roll model into the run directory; returns the final state."""
-    from .train import (RunDir, end_epoch, fresh_state, interrupted, load_model, quiet_tensorflow,
-                        replicas, resolve_config, seed_epoch, tf_dataset)
-
+    check_out(out)
     quiet_tensorflow()
     run = RunDir(out)
     given = {k: v for k, v in given.items() if not (k == "format" and v is None)}
-    cfg = settle(resolve_config(run, resume, given, RollConfig, FROZEN))
-    enc = cfg.encoding()
-    rolls, failures = load_rolls(cfg.corpus, enc, limit=cfg.max_pieces, log=log)
+    cfg = settle(resolve_config(run, resume, given, RollConfig))
+    enc = encoding(cfg)
+    rolls, failures = run_rolls(cfg.corpus, enc, cfg.max_pieces, log=log)
     for f in failures:
         log(f"abcgen: skipped {f}")
     if failures:
         log(f"abcgen: {len(failures)} piece(s) could not be rendered to rolls (listed above)")
-    if cfg.max_pieces and is_jsb(cfg.corpus):
-        rolls = {s: rs[:cfg.max_pieces] for s, rs in rolls.items()}
     if not rolls["train"] or not rolls["valid"]:
         raise InputError(f"corpus {cfg.corpus!r} has {len(rolls['train'])} train and "
                          f"{len(rolls['valid'])} valid pieces; training needs both")
@@ -292,10 +254,7 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
 
     if resume:
         state = run.read_json("state.json")
-        from .train import strategy_scope
-
-        with strategy_scope(cfg):
-            model = load_model(run.path / state["checkpoint"])
+        model = load_model(run.path / state["checkpoint"], cfg)
         model.optimizer.learning_rate.assign(state["lr"])
         log(f"resuming {run.path} after epoch {state['epoch']} (lr {state['lr']:.3g})")
     else:
@@ -311,47 +270,36 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
         f"model {cfg.layers}x{cfg.hidden}, {model.count_params():,} parameters; "
         f"loss {cfg.loss}, pos_weight {cfg.pos_weight}")
 
-    history = state["history"]
-    epoch = state["epoch"]
-    try:
-        while epoch < cfg.epochs and state["stopped"] is None:
-            epoch += 1
-            seed_epoch(model, cfg, epoch)
-            x, y = epoch_windows(rolls["train"], cfg, epoch)
-            t0 = time.monotonic()
-            with contextlib.redirect_stdout(sys.stderr):
-                h = model.fit(tf_dataset(x, y, cfg.batch_size, nrep), epochs=1, shuffle=False,
-                              verbose=1 if sys.stderr.isatty() else 0)
-            wall = time.monotonic() - t0
-            tm = roll_metrics(evaluate_rolls(model, train_eval))
-            vm = roll_metrics(evaluate_rolls(model, rolls["valid"]))
-            row = {"epoch": epoch, "train_loss": round(float(h.history["loss"][-1]), 6)}
-            for prefix, m in (("train", tm), ("valid", vm)):
-                row.update({
-                    f"{prefix}_accuracy": round(m["accuracy"], 6),
-                    f"{prefix}_fp": m["fp"],
-                    f"{prefix}_fn": m["fn"],
-                    f"{prefix}_nll_per_frame": round(m["nll_per_frame"], 5),
-                    f"{prefix}_frame_accuracy": round(m["frame_accuracy"], 5),
-                })
-            row.update(lr=float(state["lr"]), wall_s=round(wall, 1), frames_per_s=round(x.shape[0] * x.shape[1] / wall, 1))
-            history.append(row)
-            vnll = vm["nll_per_frame"]
+    def one_epoch(epoch: int):
+        x, y = epoch_windows(rolls["train"], cfg, epoch)
+        tloss, wall = fit_epoch(model, x, y, cfg, nrep, quiet_verbose=0)
+        tm = roll_metrics(evaluate_rolls(model, train_eval))
+        vm = roll_metrics(evaluate_rolls(model, rolls["valid"]))
+        row = {"epoch": epoch, "train_loss": round(tloss, 6)}
+        for prefix, m in (("train", tm), ("valid", vm)):
+            row.update({
+                f"{prefix}_accuracy": round(m["accuracy"], 6),
+                f"{prefix}_fp": m["fp"],
+                f"{prefix}_fn": m["fn"],
+                f"{prefix}_nll_per_frame": round(m["nll_per_frame"], 5),
+                f"{prefix}_frame_accuracy": round(m["frame_accuracy"], 5),
+            })
+        row.update(lr=float(state["lr"]), wall_s=round(wall, 1), frames_per_s=round(x.shape[0] * x.shape[1] / wall, 1))
+        vnll = vm["nll_per_frame"]
 
-            def export_best():
-                export_npz(model, run.path / "model.npz",
-                           {"config": asdict(cfg), "encoding": enc.to_dict(), "epoch": epoch,
-                            "valid_nll_per_frame": row["valid_nll_per_frame"]})
+        def export_best():
+            export_npz(model, run.path / "model.npz",
+                       {"config": asdict(cfg), "encoding": enc.to_dict(), "epoch": epoch,
+                        "valid_nll_per_frame": row["valid_nll_per_frame"]})
 
-            improved = end_epoch(run, model, state, cfg, epoch, history, vnll, on_best=export_best,
-                                 plot=plot_roll_curves, what="valid NLL")
-            log(f"epoch {epoch}: train loss {row['train_loss']:.5f}; valid NLL {vnll:.4f}/frame, "
-                f"frame accuracy {100 * vm['frame_accuracy']:.2f} %, FP {vm['fp']}, FN {vm['fn']}"
-                f"{' (best)' if improved else ''}; {row['frames_per_s']:.0f} frames/s")
-    except KeyboardInterrupt:
-        interrupted(run, model, epoch, state, log)
-    if state["stopped"]:
-        log(state["stopped"])
+        def line(improved: bool) -> str:
+            return (f"epoch {epoch}: train loss {row['train_loss']:.5f}; valid NLL {vnll:.4f}/frame, "
+                    f"frame accuracy {100 * vm['frame_accuracy']:.2f} %, FP {vm['fp']}, FN {vm['fn']}"
+                    f"{' (best)' if improved else ''}; {row['frames_per_s']:.0f} frames/s")
+
+        return row, vnll, export_best, line
+
+    epoch_loop(run, model, state, cfg, one_epoch, log, plot=plot_roll_curves, what="valid NLL")
     if (run.path / "best.keras").is_file() and rolls["test"]:
         r = evaluate_run(run.path, split="test", rolls=rolls)
         run.write_json("test.json", r)
@@ -366,17 +314,13 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
 def evaluate_run(run_dir: Path, *, corpus: str | None = None, split: str = "test", rolls=None,
                  log=None) -> dict:
     """NLL per frame and frame accuracy of a run's best checkpoint on one split."""
-    from .train import RunDir, load_model, quiet_tensorflow
-
     if split not in SPLITS:
         raise InputError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
     run = RunDir(run_dir)
     cfg = RollConfig.from_dict(run.read_json("config.json"))
     corpus = corpus or cfg.corpus
     if rolls is None:
-        rolls, _ = load_rolls(corpus, cfg.encoding(), limit=cfg.max_pieces, log=log)
-        if cfg.max_pieces and is_jsb(corpus):
-            rolls = {s: rs[:cfg.max_pieces] for s, rs in rolls.items()}
+        rolls, _ = run_rolls(corpus, encoding(cfg), cfg.max_pieces, log=log)
     pieces = rolls[split]
     if not pieces:
         raise InputError(f"corpus {corpus!r} has no pieces in split {split!r}")
@@ -389,7 +333,7 @@ def evaluate_run(run_dir: Path, *, corpus: str | None = None, split: str = "test
     state = run.read_json("state.json") if run.exists() else {}
     return {"format": "pianoroll", "model": str(run.path), "corpus": corpus, "split": split,
             "pieces": len(pieces), "frames": sum(len(p) for p in pieces),
-            "encoding": cfg.encoding().to_dict(), "layers": cfg.layers, "hidden": cfg.hidden,
+            "encoding": encoding(cfg).to_dict(), "layers": cfg.layers, "hidden": cfg.hidden,
             "window": cfg.window, "loss": cfg.loss, "pos_weight": cfg.pos_weight,
             "best_epoch": state.get("best_epoch"),
             "nll_per_frame": round(m["nll_per_frame"], 4),

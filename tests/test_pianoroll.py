@@ -112,9 +112,9 @@ def test_keras_loss_agrees_with_the_numpy_nll():
 
 
 def test_tiny_model_lowers_the_loss_on_the_jsb_excerpt(tmp_path):
-    from abcgen import train as T
+    from abcgen.pianoroll_train import train_roll
 
-    state = T.train(tmp_path / "run", dict(TINY, epochs=5, patience=10), log=lambda m: None)
+    state = train_roll(tmp_path / "run", dict(TINY, epochs=5, patience=10), log=lambda m: None)
     hist = state["history"]
     assert len(hist) == 5
     # The output bias starts at the train marginals (about 11 nats per frame here), so the
@@ -139,9 +139,9 @@ def test_tiny_model_lowers_the_loss_on_the_jsb_excerpt(tmp_path):
 def test_numpy_step_matches_keras(tmp_path):
     import keras
 
-    from abcgen import train as T
+    from abcgen.pianoroll_train import train_roll
 
-    T.train(tmp_path / "r", dict(TINY, epochs=1), log=lambda m: None)
+    train_roll(tmp_path / "r", dict(TINY, epochs=1), log=lambda m: None)
     model = keras.models.load_model(tmp_path / "r" / "best.keras")
     rolls = P.load_jsb(JSB)["valid"]
     x = P.model_input(rolls[0])
@@ -156,12 +156,15 @@ def test_numpy_step_matches_keras(tmp_path):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    from abcgen import train as T
+    from abcgen.pianoroll_train import train_roll
 
     quiet = lambda m: None  # noqa: E731
-    T.train(tmp_path / "a", dict(TINY, epochs=3, patience=10), log=quiet)
-    T.train(tmp_path / "b", dict(TINY, epochs=1, patience=10), log=quiet)
-    T.train(tmp_path / "b", dict(epochs=3), resume=True, log=quiet)  # the run's format is read back
+    train_roll(tmp_path / "a", dict(TINY, epochs=3, patience=10), log=quiet)
+    train_roll(tmp_path / "b", dict(TINY, epochs=1, patience=10), log=quiet)
+    from abcgen.cli import _trainer
+
+    assert _trainer(tmp_path / "b", None, True) is train_roll      # the run's format is read back
+    train_roll(tmp_path / "b", dict(epochs=3), resume=True, log=quiet)
     import keras
 
     wa = keras.models.load_model(tmp_path / "a" / "ckpt-003.keras").get_weights()
@@ -173,13 +176,13 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert [h["valid_nll_per_frame"] for h in ha] == pytest.approx([h["valid_nll_per_frame"] for h in hb],
                                                                    abs=1e-4)
     with pytest.raises(InputError, match="pos_weight=1.0.*pos_weight=2.0"):
-        T.train(tmp_path / "b", dict(pos_weight=2.0, epochs=4), resume=True, log=quiet)
+        train_roll(tmp_path / "b", dict(pos_weight=2.0, epochs=4), resume=True, log=quiet)
 
 
 def test_sample_writes_midi_abc_png_and_evaluate_dispatches(tmp_path):
-    from abcgen import train as T
+    from abcgen.pianoroll_train import train_roll
 
-    T.train(tmp_path / "r", dict(TINY, epochs=1), log=lambda m: None)
+    train_roll(tmp_path / "r", dict(TINY, epochs=1), log=lambda m: None)
     out = tmp_path / "s" / "out.mid"
     r = subprocess.run([sys.executable, "-m", "abcgen", "sample", "--format", "pianoroll", "--model",
                         str(tmp_path / "r"), "-o", str(out), "--length", "12", "--threshold", "0.2"],
@@ -199,9 +202,9 @@ def test_sample_writes_midi_abc_png_and_evaluate_dispatches(tmp_path):
 
 
 def test_sampling_is_seeded_and_threshold_is_deterministic(tmp_path):
-    from abcgen import train as T
+    from abcgen.pianoroll_train import train_roll
 
-    T.train(tmp_path / "r", dict(TINY, epochs=1), log=lambda m: None)
+    train_roll(tmp_path / "r", dict(TINY, epochs=1), log=lambda m: None)
     m = P.RollLSTM(tmp_path / "r" / "model.npz")
     prime = P.load_jsb(JSB)["valid"][0][:8]
     a = P.sample_roll(m, prime, 10, seed=5)
@@ -260,3 +263,35 @@ def test_bad_input_errors_are_one_line(tmp_path):
     notmidi.write_text("hello")
     with pytest.raises(InputError, match="x.mid"):
         P.midi_to_roll(notmidi, P.JSB_ENCODING)
+
+
+def test_run_rolls_applies_max_pieces():
+    whole, _ = P.run_rolls(JSB, P.JSB_ENCODING)
+    assert {s: len(r) for s, r in whole.items()} == {"train": 4, "valid": 2, "test": 2}
+    one, _ = P.run_rolls(JSB, P.JSB_ENCODING, 1)       # jsb: the first piece of each split
+    for s in P.SPLITS:
+        assert len(one[s]) == 1 and np.array_equal(one[s][0], whole[s][0])
+    mini, _ = P.run_rolls(MINI, P.Encoding("1/16", 128, True), 2)   # else the first N pieces
+    assert sum(len(r) for r in mini.values()) == 2
+
+
+def test_sampling_primes_from_the_run_s_own_pieces(tmp_path, monkeypatch):
+    """write_sample loads the corpus as the run did: its max_pieces (the config has no "limit")."""
+    (tmp_path / "model.npz").write_bytes(b"")
+
+    class Stub:
+        def __init__(self, path):
+            self.meta = {"config": {"corpus": JSB, "max_pieces": 1, "window": 8}}
+            self.enc = P.JSB_ENCODING
+
+    seen = []
+
+    def spy(corpus, enc, max_pieces=0, log=None):
+        seen.append((corpus, max_pieces))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(P, "RollLSTM", Stub)
+    monkeypatch.setattr(P, "run_rolls", spy)
+    with pytest.raises(RuntimeError, match="stop here"):
+        P.write_sample(tmp_path, tmp_path / "out.mid")
+    assert seen == [(JSB, 1)]

@@ -104,3 +104,54 @@ print('EPOCHS', st['epoch'], len(tf.config.list_logical_devices('CPU')))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "EPOCHS 2 2" in r.stdout
+
+
+# --------------------------------------------------------------------------
+# One config base, each format's own defaults
+
+
+def test_each_format_has_its_own_defaults_and_help_shows_them():
+    from abcgen.runs import FORMATS, RollConfig, RunConfig, TrainConfig, default_note
+
+    assert FORMATS == {"abc": TrainConfig, "pianoroll": RollConfig}
+    assert issubclass(TrainConfig, RunConfig) and issubclass(RollConfig, RunConfig)
+    text, roll = TrainConfig(), RollConfig()
+    assert (text.epochs, text.batch_size, text.patience, text.corpus) == (20, 64, 3, "folk")
+    assert (roll.epochs, roll.batch_size, roll.patience, roll.corpus) == (100, 8, 5, "jsb")
+    assert default_note("epochs") == "(default: abc 20, pianoroll 100)"
+    assert default_note("hidden") == "(default 512)"
+    assert default_note("seq_len") == "(default 256)"          # abc only
+    assert default_note("window") == "(default 50)"           # pianoroll only
+    r = subprocess.run([sys.executable, "-m", "abcgen", "train", "--help"], capture_output=True, text=True,
+                       env=dict(os.environ, COLUMNS="250", TERM="dumb"))
+    assert r.returncode == 0, r.stderr
+    help_text = " ".join(r.stdout.split())
+    for note in ("Last epoch to train (default: abc 20, pianoroll 100).",
+                 "Windows per batch (default: abc 64, pianoroll 8).",
+                 "stopping (default: abc 3, pianoroll 5).",
+                 "Corpus name or path (default: abc folk, pianoroll jsb)."):
+        assert note in help_text, note
+
+
+def test_resolve_config_per_format(tmp_path):
+    from abcgen.runs import RollConfig, RunDir, resolve_config
+
+    cfg = resolve_config(RunDir(tmp_path / "x"), False, {"format": "pianoroll", "hidden": 64}, RollConfig)
+    assert (cfg.hidden, cfg.epochs, cfg.batch_size) == (64, 100, 8)
+    with pytest.raises(InputError, match="--seq-len does not apply to --format pianoroll"):
+        resolve_config(RunDir(tmp_path / "x"), False, {"format": "pianoroll", "seq_len": 8}, RollConfig)
+    cfg = resolve_config(RunDir(tmp_path / "y"), False, {"format": None, "epochs": 2})
+    assert (cfg.format, cfg.epochs, cfg.batch_size) == ("abc", 2, 64)
+
+
+def test_format_dispatch(tmp_path):
+    from abcgen.cli import _trainer
+    from abcgen.pianoroll_train import train_roll
+
+    assert _trainer(tmp_path, None, False) is T.train
+    assert _trainer(tmp_path, "pianoroll", False) is train_roll
+    (tmp_path / "config.json").write_text('{"format": "pianoroll"}')
+    assert _trainer(tmp_path, None, True) is train_roll        # resuming: the run's own format
+    assert _trainer(tmp_path, None, False) is T.train
+    with pytest.raises(InputError, match="--format must be abc or pianoroll, not 'midi'"):
+        _trainer(tmp_path, "midi", False)

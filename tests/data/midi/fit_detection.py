@@ -1,4 +1,4 @@
-"""Refit PHASE_WEIGHTS and METER_WEIGHTS of abcgen/midi.py (a measurement, not a test).
+"""Refit PHASE_WEIGHTS and METER_WEIGHTS of abcgen/midi/meter.py (a measurement, not a test).
 
     python tests/data/midi/fit_detection.py      (from the repository root, in the venv)
 
@@ -12,7 +12,7 @@ with meter changes left out).  Meter: an averaged perceptron with one weight
 vector per meter over standardized features (the standardization is folded
 into the printed weights).  Each is trained on one half and scored on the
 other, both ways, then trained on everything; the script prints the held-out
-accuracies and the weights to paste into abcgen/midi.py.  Meter classes:
+accuracies and the weights to paste into abcgen/midi/meter.py.  Meter classes:
 C and 2/2 count as 4/4 (same bar), 12/8 and rarer meters are left out.
 """
 
