@@ -320,6 +320,11 @@ def evaluate(
         fail("--timeout must be positive")
     if report_dir is not None and tunes is None:
         fail("-O REPORT_DIR needs a tune book")
+    if report_dir is not None:
+        from .fileio import check_writable_dir, refuse_overwrite
+
+        check_writable_dir(report_dir, "-O")
+        refuse_overwrite([report_dir / n for n in ("report.md", "report.json")], [tunes])
     r = {}
     if tunes is not None:
         ref = None if against.lower() == "none" else against
@@ -332,7 +337,10 @@ def evaluate(
     if report_dir is not None:
         from . import evalreport
 
-        log(f"wrote {evalreport.write_report(r, report_dir)}")
+        try:
+            log(f"wrote {evalreport.write_report(r, report_dir)}")
+        except OSError as e:
+            fail(f"cannot write the report in {report_dir}: {e.strerror or e}", 1)
     if json_out:
         print_json_last(r)
 
