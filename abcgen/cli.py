@@ -349,7 +349,7 @@ def evaluate(
 @handled
 def sample(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory or .npz [the shipped model]."),
-    count: int = typer.Option(1, "-n", "--count", help="How many tunes (sampled as one batch)."),
+    count: int = typer.Option(1, "-n", "--count", help="How many tunes (1 to 10000; sampled in batches of 64)."),
     temperature: float = typer.Option(1.0, "--temperature", "-t", help="Below 1: safer; above 1: wilder."),
     top_k: int = typer.Option(0, "--top-k", help="Sample among the K likeliest tokens (0: all)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: the likeliest tokens up to this mass."),

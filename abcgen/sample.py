@@ -24,6 +24,9 @@ from .errors import AbcgenError, InputError
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
 # Above this the distribution is all but uniform: noise, not tunes (and the studio's bound too).
 MAX_TEMPERATURE = 5.0
+# -n above this is sampled in batches of this many tunes, one after the other (memory flat in -n);
+# up to it the tunes are one batch, as they always were.
+SAMPLE_BATCH = 64
 # From this many tunes on, the LSTM step runs in a thread beside the state machines.
 OVERLAP_MIN_BATCH = 4
 
@@ -185,13 +188,11 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
     it with SamplingTimeout; it is checked between steps.
     """
     vocab = model.vocab
-    n = opts.count
     rng = np.random.default_rng(opts.seed)
-    bos, eos = vocab.bos_id, vocab.eos_id
     head = _header_tokens(model, opts)
     head_ids = [vocab.id_of(s) for s in head]
 
-    cons = None
+    c0 = None
     if opts.constraints:
         from .abc.grammar import AbcConstraint
 
@@ -202,7 +203,21 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
                 c0.advance(t)
         except ValueError as e:
             raise InputError(f"the header/prime is not valid canonical ABC here: {e}") from None
-        cons = [c0.copy() for _ in range(n)]
+    # Batches of at most SAMPLE_BATCH tunes, one after the other from the same generator:
+    # memory stays that of one batch however many tunes are asked for.
+    out: list[str] = []
+    for start in range(0, opts.count, SAMPLE_BATCH):
+        n = min(SAMPLE_BATCH, opts.count - start)
+        out.extend(_sample_batch(model, opts, n, rng, head_ids, c0, deadline))
+    return out
+
+
+def _sample_batch(model: Model, opts: SampleOptions, n: int, rng, head_ids: list[int], c0,
+                  deadline: float | None) -> list[str]:
+    """n tunes sampled as one batch (the body of :func:`sample`)."""
+    vocab = model.vocab
+    bos, eos = vocab.bos_id, vocab.eos_id
+    cons = None if c0 is None else [c0.copy() for _ in range(n)]
 
     # Feed <s> + the forced prefix once and share the state across the batch.
     logits, state = model.net.run(np.asarray([bos] + head_ids, dtype=np.int64))
