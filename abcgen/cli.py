@@ -399,6 +399,11 @@ def evaluate(
         fail("-O REPORT_DIR needs a tune book")
     if model is not None and Path(model).expanduser().is_dir():
         require_train_extra("evaluate --model RUN_DIR")
+    if report_dir is not None:
+        from .fileio import check_writable_dir, refuse_overwrite
+
+        check_writable_dir(report_dir, "-O")
+        refuse_overwrite([report_dir / n for n in ("report.md", "report.json")], [tunes])
     r = {}
     if tunes is not None:
         ref = None if against.lower() == "none" else against
@@ -411,7 +416,10 @@ def evaluate(
     if report_dir is not None:
         from . import evalreport
 
-        log(f"wrote {evalreport.write_report(r, report_dir)}")
+        try:
+            log(f"wrote {evalreport.write_report(r, report_dir)}")
+        except OSError as e:
+            fail(f"cannot write the report in {report_dir}: {e.strerror or e}", 1)
     if json_out:
         print_json_last(r)
 
@@ -420,7 +428,7 @@ def evaluate(
 @handled
 def sample(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory or .npz [the shipped model]."),
-    count: int = typer.Option(1, "-n", "--count", help="How many tunes (sampled as one batch)."),
+    count: int = typer.Option(1, "-n", "--count", help="How many tunes (1 to 10000; sampled in batches of 64)."),
     temperature: float = typer.Option(1.0, "--temperature", "-t", help="Below 1: safer; above 1: wilder."),
     top_k: int = typer.Option(0, "--top-k", help="Sample among the K likeliest tokens (0: all)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: the likeliest tokens up to this mass."),

@@ -107,3 +107,28 @@ def refuse_overwrite(outputs, inputs, what: str = "output") -> None:
             if same_file(out, i):
                 raise InputError(f"the {what} {out} is the input file {i}: refusing to write over an "
                                  "input; choose another name", file=None)
+
+
+def check_writable_dir(path: str | Path, option: str) -> None:
+    """InputError (exit 2) now, before any work, when files cannot be written in the folder ``path``.
+
+    The folder need not exist yet: its nearest existing parent must then be a
+    writable folder (nothing is created here).
+    """
+    import tempfile as _tf
+
+    from .errors import InputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} is a file, not a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{option} {path}: {probe} is a file, not a folder")
+    try:
+        with _tf.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise InputError(f"{option} {path} is not writable: {e.strerror or e}") from None

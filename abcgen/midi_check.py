@@ -192,9 +192,10 @@ _WORKDIR = None
 
 def _work(args):
     global _WORKDIR
-    tune, opts, seed = args
-    if _WORKDIR is None:
-        _WORKDIR = tempfile.mkdtemp(prefix="abcgen-midi-")
+    tune, opts, seed, base = args
+    # One folder per worker process, inside the run's own temporary folder (removed by run()).
+    if _WORKDIR is None or os.path.dirname(_WORKDIR) != base or not os.path.isdir(_WORKDIR):
+        _WORKDIR = tempfile.mkdtemp(prefix="w-", dir=base)
     try:
         return check_tune(tune, workdir=_WORKDIR, seed=seed, **opts)
     except Exception as e:  # one odd tune must not end a corpus-wide measurement
@@ -233,7 +234,8 @@ def run(spec: str = "folk", *, limit: int = 1000, grid: str = "1/16", triplets: 
                 use_abc2midi=use_abc2midi)
     jobs = jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
-    results = parallel_map(_work, [(t, opts, i) for i, t in enumerate(tunes)], jobs, progress="midi")
+    with tempfile.TemporaryDirectory(prefix="abcgen-midi-") as base:
+        results = parallel_map(_work, [(t, opts, i, base) for i, t in enumerate(tunes)], jobs, progress="midi")
     wall = time.perf_counter() - t0
     rep = summarize(results, use_midi2abc)
     rep["summary"].update(corpus=name, corpus_tunes=total, sampled=len(tunes), grid=grid, triplets=triplets,

@@ -139,12 +139,15 @@ def check_tune(tune, use_abc2midi: bool = True, workdir: str | None = None) -> d
     r["status"] = "exact" if diff is None else diff
     r["notes"] = len(a)
     r["notes_equal"] = sum(1 for x, y in zip(a, b) if x == y) if diff else len(a)
+    if use_abc2midi and workdir is None:
+        with tempfile.TemporaryDirectory(prefix="abcgen-rt-") as tmp:
+            return check_tune(tune, use_abc2midi, tmp)
     if use_abc2midi:
-        res = abc2midi_check(canon, workdir or tempfile.mkdtemp())
+        res = abc2midi_check(canon, workdir)
         r["abc2midi_accepted"] = res["rc"] == 0 and not res["errors"]
         r["abc2midi_errors"] = res["errors"][:2]
         r["abc2midi_warnings"] = len(res["warnings"])
-        plain = abc2midi_check(strip_repeats(canon), workdir or tempfile.mkdtemp())
+        plain = abc2midi_check(strip_repeats(canon), workdir)
         ours = sorted((on, d, p) for (_pi, on, d, p) in note_events(again))
         theirs = plain["notes"]
         r["abc2midi_pitch_match"], r["abc2midi_duration_match"] = notes_agree(ours, theirs)
@@ -156,9 +159,10 @@ _WORKDIR = None
 
 def _work(args):
     global _WORKDIR
-    tune, use_abc2midi = args
-    if _WORKDIR is None:
-        _WORKDIR = tempfile.mkdtemp(prefix="abcgen-rt-")
+    tune, use_abc2midi, base = args
+    # One folder per worker process, inside the run's own temporary folder (removed by run()).
+    if _WORKDIR is None or os.path.dirname(_WORKDIR) != base or not os.path.isdir(_WORKDIR):
+        _WORKDIR = tempfile.mkdtemp(prefix="w-", dir=base)
     try:
         return check_tune(tune, use_abc2midi, _WORKDIR)
     except Exception as e:  # keep going: one odd tune must not end a corpus-wide check
@@ -179,7 +183,8 @@ def run(spec: str, *, limit: int = 0, use_abc2midi: bool = True, jobs: int = 0, 
             tunes.extend(read_book(f))
     if limit:
         tunes = tunes[:limit]
-    results = parallel_map(_work, [(t, use_abc2midi) for t in tunes], jobs, progress="roundtrip")
+    with tempfile.TemporaryDirectory(prefix="abcgen-rt-") as base:
+        results = parallel_map(_work, [(t, use_abc2midi, base) for t in tunes], jobs, progress="roundtrip")
     return summarize(results, m.name, use_abc2midi)
 
 

@@ -37,6 +37,9 @@ from .errors import AbcgenError, InputError
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
 # Above this the distribution is all but uniform: noise, not tunes (and the studio's bound too).
 MAX_TEMPERATURE = 5.0
+# -n above this is sampled in batches of this many tunes, one after the other (memory flat in -n);
+# every tune has its own generator (tune_seed), so the batches change no tune.
+SAMPLE_BATCH = 64
 # From this many tunes on, the LSTM step runs in a thread beside the state machines.
 OVERLAP_MIN_BATCH = 4
 
@@ -390,16 +393,13 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
     it with SamplingTimeout; it is checked between steps.
     """
     vocab = model.vocab
-    n = opts.count
     seed = opts.seed if opts.seed is not None else 0
-    seeds = [tune_seed(seed, k + 1) for k in range(n)]
-    rngs = [np.random.default_rng(x) for x in seeds]
-    bos, eos = vocab.bos_id, vocab.eos_id
+    seeds = [tune_seed(seed, k + 1) for k in range(opts.count)]
     head = _header_tokens(model, opts)
     head_ids = [vocab.id_of(s) for s in head]
     meter, unit, key = resolve_header(vocab, opts.meter, opts.unit, opts.key)
 
-    cons = None
+    c0 = None
     if opts.constraints:
         from .abc.grammar import AbcConstraint, Form
 
@@ -414,11 +414,28 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
                 c0.advance(t)
         except ValueError as e:
             raise InputError(f"the header/prime is not valid canonical ABC here: {e}") from None
-        cons = [c0.copy() for _ in range(n)]
     elif not opts.prime and any(v is not None for v in
                                 (meter, unit, key)[[meter, unit, key, None].index(None):]):
         raise InputError("--meter, --unit and --key other than in that order (M:, L:, K:) need the "
                          "constraints (drop --no-constraints)")
+
+    # Batches of at most SAMPLE_BATCH tunes, one after the other: memory stays that of one
+    # batch however many tunes are asked for.
+    out: list[str] = []
+    for start in range(0, opts.count, SAMPLE_BATCH):
+        out.extend(_sample_batch(model, opts, seeds[start:start + SAMPLE_BATCH], head_ids, c0,
+                                 deadline))
+    return out
+
+
+def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids: list[int], c0,
+                  deadline: float | None) -> list[str]:
+    """The tunes of ``seeds`` sampled as one batch (the body of :func:`sample`)."""
+    vocab = model.vocab
+    n = len(seeds)
+    rngs = [np.random.default_rng(x) for x in seeds]
+    bos, eos = vocab.bos_id, vocab.eos_id
+    cons = None if c0 is None else [c0.copy() for _ in range(n)]
 
     # Each tune's length target, drawn from its own generator (not the one of its tokens).
     targets: list = [opts.bars] * n

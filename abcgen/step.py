@@ -256,7 +256,7 @@ class NumpyLSTM:
       recurrent_kernel]`` in a single call, which halves the BLAS call
       overhead that dominates at batch 1.
 
-    Scratch buffers are cached per batch size and reused, so one instance must
+    One set of scratch buffers (for the largest batch so far) is reused, so one instance must
     not be stepped from two threads at once.  Returned logits and states are
     always fresh arrays: callers may keep old states (beam search does).
     """
@@ -287,7 +287,7 @@ class NumpyLSTM:
         self._out_kernel = np.ascontiguousarray(w["logits/kernel"])
         self._out_bias = np.ascontiguousarray(w["logits/bias"])
         self._embedding = np.ascontiguousarray(w["embedding"])
-        self._buffers: dict[int, dict[str, np.ndarray]] = {}
+        self._buffers: dict = {}
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike) -> tuple["NumpyLSTM", dict]:
@@ -316,17 +316,23 @@ class NumpyLSTM:
                                  f"expected {shape}")
 
     def _scratch(self, batch: int) -> dict[str, np.ndarray]:
-        buf = self._buffers.get(batch)
-        if buf is None:
+        """Scratch arrays for ``batch`` rows: views of one set sized for the largest batch so far.
+
+        A sampling batch shrinks by one tune at a time as tunes end; one set of
+        buffers per batch size would hold memory quadratic in the batch.  Here
+        it is one set, as large as the largest batch stepped (the leading rows
+        of a C-ordered array are contiguous, so the views serve as ``out=``).
+        """
+        if self._buffers.get("rows", 0) < batch:
             H = self.hidden
-            buf = {
+            self._buffers = {
+                "rows": batch,
                 "z": np.empty((batch, 4 * H), np.float32),
                 "x0": np.empty((batch, 4 * H), np.float32),
                 "xh": np.empty((batch, 2 * H), np.float32),
                 "tmp": np.empty((batch, H), np.float32),
             }
-            self._buffers[batch] = buf
-        return buf
+        return {k: v[:batch] for k, v in self._buffers.items() if k != "rows"}
 
     def _check_tokens(self, tokens: np.ndarray) -> None:
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):

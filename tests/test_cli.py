@@ -183,3 +183,20 @@ def test_train_out_checks_quiet_tensorflow_file_modes_and_metrics_order(tmp_path
     assert r.returncode == 0, r.stderr
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == header and len(rows) == 3
+
+
+def test_checks_leave_no_temporary_folders(tmp_path):
+    import os
+    import shutil
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch))
+    abc2midi = [] if shutil.which("abc2midi") else ["--no-abc2midi"]
+    r = run("check", "roundtrip", "--corpus", str(MINI), "--limit", "4", "-j", "2", *abc2midi, env=env)
+    assert r.returncode == 0, r.stderr
+    midi2abc = [] if shutil.which("midi2abc") else ["--no-midi2abc"]
+    r = run("check", "midi-roundtrip", "--corpus", str(MINI), "--limit", "4", "-j", "2", *midi2abc, env=env)
+    assert r.returncode == 0, r.stderr
+    left = sorted(p.name for p in scratch.iterdir() if p.name != "music21")
+    assert left == [], left

@@ -102,3 +102,37 @@ def test_cli_uses_the_shipped_model(run_dir, monkeypatch, tmp_path):
     assert d["engine"] == "numpy" and d["model"] == str(run_dir / "model.npz")
     keras_r = ev.evaluate_model(run_dir, split="train", baselines=False)
     assert abs(d["bits_per_char"] - keras_r["bits_per_char"]) < 1e-4
+
+
+def test_report_dir_that_cannot_be_written_fails_first_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    book = tmp_path / "b.abc"
+    book.write_text("X:1\nM:4/4\nL:1/4\nK:Cmaj\nC D E F|G A B c|]\n")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+
+    def evaluate(*args):
+        return subprocess.run([sys.executable, "-m", "abcgen", "evaluate", str(book), "--against", "none",
+                               "-j", "1", *args], capture_output=True, text=True)
+
+    cases = [(afile, "is a file, not a folder"), (afile / "sub", "is a file, not a folder"),
+             (Path("/proc/abcgen-cannot-be-here"), "is not writable")]
+    if os.geteuid() != 0:                  # root writes in a read-only folder anyway
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        cases.append((ro, "is not writable"))
+    for where, message in cases:
+        r = evaluate("-O", str(where))
+        assert r.returncode == 2 and message in r.stderr, (where, r.stderr)
+        assert "internal error" not in r.stderr and r.stdout == ""   # refused before the evaluation ran
+    r = evaluate("-O", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "report.md").is_file()
+    os.replace(book, tmp_path / "report.md")
+    r = subprocess.run([sys.executable, "-m", "abcgen", "evaluate", str(tmp_path / "report.md"), "--against",
+                        "none", "-j", "1", "-O", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "refusing to write over an input" in r.stderr

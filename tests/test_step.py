@@ -347,3 +347,49 @@ def test_export_rebinds_in_its_dtype(random_model, tmp_path):
     out = save_npz(tmp_path / "half.npz", weights, meta, dtype="float16")
     w2, m2 = load_npz(out)
     assert m2["vocab_binding"] != meta["vocab_binding"]       # the float16 arrays are other bytes
+
+
+# --------------------------------------------------------------------------- bounded memory (issue 17)
+
+
+def test_scratch_is_one_set_for_the_largest_batch(exported):
+    _, shared, _ = exported
+    net = NumpyLSTM.__new__(NumpyLSTM)
+    net.__dict__.update(shared.__dict__, _buffers={})
+    state = None
+    for batch in (6, 5, 4, 3, 2, 1):                 # a sampling batch shrinks as tunes end
+        state = None if state is None else [(h[:batch], c[:batch]) for h, c in state]
+        _, state = net.step(np.arange(batch) % VOCAB, state)
+    assert net._buffers["rows"] == 6 and net._buffers["z"].shape[0] == 6
+    a, _ = net.step(np.arange(3), None)               # the same numbers as an unused instance
+    fresh = NumpyLSTM.__new__(NumpyLSTM)
+    fresh.__dict__.update(shared.__dict__, _buffers={})
+    b, _ = fresh.step(np.arange(3), None)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sample_memory_is_flat_in_the_count_beyond_a_batch(random_model):
+    import tracemalloc
+
+    from abcgen import sample as S
+
+    m = S.Model(random_model)
+    S.generate(m, S.SampleOptions(count=2, seed=1, max_tokens=40))      # grammar tables built
+    peaks = {}
+    for n in (S.SAMPLE_BATCH * 2, S.SAMPLE_BATCH * 8):
+        tracemalloc.start()
+        S.generate(m, S.SampleOptions(count=n, seed=7, max_tokens=40))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    small, large = peaks.values()
+    assert large < 2 * small + 2_000_000, peaks     # was about 16 times (scratch per batch size)
+
+
+def test_batched_sampling_keeps_the_tunes_of_the_first_batch(random_model):
+    from abcgen import sample as S
+
+    m = S.Model(random_model)
+    one = S.generate(m, S.SampleOptions(count=S.SAMPLE_BATCH, seed=5, max_tokens=40))
+    more = S.generate(m, S.SampleOptions(count=S.SAMPLE_BATCH + 3, seed=5, max_tokens=40))
+    assert more.startswith(one) and more.count("\nX:") == S.SAMPLE_BATCH + 2
+    assert more == S.generate(m, S.SampleOptions(count=S.SAMPLE_BATCH + 3, seed=5, max_tokens=40))
