@@ -428,3 +428,107 @@ def form_report(texts: list[str]) -> dict:
             "tonic_end_pct": pct("tonic_end"),
             "bar_lines_median": float(np.median(bars)),
             "bar_lines_p90": float(np.percentile(bars, 90))}
+
+
+def music21_bars(abc_text: str) -> tuple[int, int]:
+    """(complete bars, wrong bars) of one tune as music21 reads it: its own ABC
+    parser (not abcgen's reader, not the sampler's bar rule), measure durations
+    against the time signature in force.  Short measures that are no wrong bars,
+    as a musician reads them: a pickup (a short measure that opens the tune or a
+    part, i.e. follows a bar line other than a plain one), a short measure that
+    completes a bar with a pickup seen before (the part comes round to it), a
+    short measure that together with the next makes one bar (a bar split by a
+    sign), and a short last measure.  Every other measure is a complete bar."""
+    from music21 import converter, meter
+
+    score = converter.parse(abc_text, format="abc")
+    part = score.parts[0] if score.parts else score
+    rows = []
+    ts = None
+    for m in part.getElementsByClass("Measure"):
+        found = list(m.getElementsByClass(meter.TimeSignature))
+        if found:
+            ts = found[0]
+        if ts is None:
+            continue
+        right = m.rightBarline
+        section = right is not None and (getattr(right, "type", "regular") != "regular"
+                                         or type(right).__name__ == "Repeat")
+        rows.append((Fraction(m.duration.quarterLength).limit_denominator(10000),
+                     Fraction(ts.barDuration.quarterLength).limit_denominator(10000), section))
+    complete = wrong = 0
+    pickups: set = set()
+    opens = True                     # the measure opens the tune or a part
+    i, n = 0, len(rows)
+    while i < n:
+        got, bar, section = rows[i]
+        if got == bar:
+            complete += 1
+        elif got < bar and bar - got in pickups:
+            complete += 1
+        elif got < bar and opens:
+            pickups.add(got)
+        elif i + 1 < n and got < bar and got + rows[i + 1][0] == bar:
+            complete += 1
+            i += 1
+            section = rows[i][2]
+        elif not (got < bar and i == n - 1):
+            complete += 1
+            wrong += 1
+        opens = section
+        i += 1
+    return complete, wrong
+
+
+def abc2midi_errors(book: str) -> int | None:
+    """How many tunes of a tune book abc2midi reports an error for; None when
+    abc2midi is not installed."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    if shutil.which("abc2midi") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "book.abc"
+        src.write_text(book, encoding="utf-8")
+        p = subprocess.run(["abc2midi", "book.abc"], cwd=tmp, capture_output=True, text=True,
+                           timeout=600)
+        starts = [i + 1 for i, ln in enumerate(book.split("\n")) if ln.startswith("X:")]
+        bad = set()
+        for ln in (p.stdout + p.stderr).splitlines():
+            if ln.startswith("Error"):
+                m = re.match(r"Error in line-char (\d+)-", ln)
+                line = int(m.group(1)) if m else 1
+                bad.add(max((k for k, s in enumerate(starts) if s <= line), default=0))
+        return len(bad)
+
+
+def book_form_table(book: str, corpus_bars: dict | None = None) -> dict:
+    """form_report of an ``abcgen sample`` tune book, plus the independent bar
+    checks: music21's measures (share of complete bars with the meter's length,
+    tunes music21 cannot read) and abc2midi's errors; with corpus_bars (bar lines
+    -> tunes), the overlap of the bar-line histogram with it."""
+    import re
+
+    texts = model_texts_of_book(book)
+    out = form_report(texts)
+    complete = wrong = unread = 0
+    for chunk in re.split(r"\n\s*\n", book.strip()):
+        if not chunk.strip():
+            continue
+        try:
+            c, w = music21_bars(chunk + "\n")
+        except Exception:  # noqa: BLE001 - any music21 failure is a tune it cannot read
+            unread += 1
+            continue
+        complete, wrong = complete + c, wrong + w
+    out["music21_bars_right_pct"] = round(100.0 * (complete - wrong) / complete, 2) if complete else None
+    out["music21_unread"] = unread
+    out["abc2midi_error_tunes"] = abc2midi_errors(book)
+    if corpus_bars:
+        out["bar_lines_overlap"] = round(overlap(Counter(f["bar_lines"] for f in map(form_figures, texts)),
+                                                 Counter(corpus_bars)), 3)
+    return out

@@ -77,7 +77,7 @@ def test_no_seed_draws_one_and_returns_it(client):
     a = client.post("/api/sample", json={**TUNE}).json()
     b = client.post("/api/sample", json={**TUNE, "seed": a["seed"]}).json()
     assert a["abc"] == b["abc"]
-    assert f"seed {a['seed']} tune 1" in a["abc"]
+    assert f"T:abcgen random seed {a['seed']} " in a["abc"]
 
 
 def test_blank_header_fields_are_left_to_the_model(client):
@@ -373,7 +373,7 @@ def test_page_generates_engraves_edits_and_plays(server, browser):
     # Generate with another seed from the form: the URL follows.
     page.fill("#seed", "5")
     page.click("#generate")
-    _wait_for(page, "document.getElementById('abc').value.includes('seed 5 tune 1')")
+    _wait_for(page, "document.getElementById('abc').value.includes('random seed 5 ')")
     assert "seed=5" in page.url and "key=Gmaj" in page.url
 
     # An edit that music21 cannot read: an inline error naming the line, and the gutter marks it.

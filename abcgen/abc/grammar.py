@@ -277,6 +277,10 @@ class Form:
     * ``endings``: a first ending closed by a plain ``:|`` is followed by its
       second ending (``[2`` at the next line start); the tune may not end
       there.  (``:|2`` carries the second ending itself.)
+    * ``whole_parts``: a section bar (``:|`` ``||`` ``|:`` ``|1`` ...) only
+      after a whole bar or where the bar pairs with the tune's or the part's
+      pickup; never one that splits a bar and leaves the rest to the next part
+      (``cABG F2G:|F|`` in 2/2 after a two-unit pickup).
     * ``tonic``: ``</s>`` only when the tune's last note (the lowest of a last
       chord; rests after it do not count) is the key's tonic.
     * ``engrave``: no single note a reader writes as two tied notes or a triple
@@ -288,6 +292,7 @@ class Form:
 
     changes: bool = False
     final_last: bool = True
+    whole_parts: bool = True
     endings: bool = True
     tonic: bool = True
     engrave: bool = True
@@ -1504,6 +1509,9 @@ class AbcConstraint:
             for i, first in self._line_ending_first.items():
                 keep[i] = first == s.ending[1]
             out &= keep
+        if f.whole_parts and s.last in ("sound", "dur", "tie") and s.rule.M is not None and \
+                s.rule.verdict(s.pos, B_FINAL, self._filler.fillable_steps) == "split-strict":
+            out[self._bar_idx[~self._bar_plain]] = False
         eos = self._ids[K_EOS]
         if out[eos].any() and not self._form_end_ok(s):
             out[eos] = False

@@ -119,13 +119,8 @@ function syncControls() {
   $("temperature-out").textContent = Number($("temperature").value).toFixed(2);
   $("top_p-out").textContent = Number($("top_p").value).toFixed(2);
   $("tempo-out").textContent = $("tempo").value;
-  // The header is forced in order M:, L:, K: up to the first open field.
-  $("unit").disabled = !$("meter").value;
-  if ($("unit").disabled) $("unit").value = "";
-  const keyOpen = !$("meter").value || !$("unit").value;
-  $("tonic").disabled = keyOpen;
-  $("mode").disabled = keyOpen || !$("tonic").value;
-  if (keyOpen) $("tonic").value = "";
+  // Meter, unit and key may each be given alone: the model chooses the others.
+  $("mode").disabled = !$("tonic").value;
 }
 
 async function loadModel() {
