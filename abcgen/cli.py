@@ -326,6 +326,11 @@ def train(
     focal_gamma: Optional[float] = typer.Option(None, "--focal-gamma", help=f"pianoroll: focal loss gamma "
                                                                             f"{_d('focal_gamma')}."),
     max_pieces: Optional[int] = typer.Option(None, "--max-pieces", help="pianoroll: first N pieces only (0: all)."),
+    output_kind: Optional[str] = typer.Option(None, "--output", help="pianoroll: independent (a sigmoid per key) "
+                                                                     "| nade (the keys of a frame jointly) "
+                                                                     f"{_d('output')}."),
+    nade_hidden: Optional[int] = typer.Option(None, "--nade-hidden", help=f"pianoroll: hidden units of the NADE "
+                                                                          f"output {_d('nade_hidden')}."),
 ):
     """Train the LSTM on a prepared corpus, with a checkpoint every epoch.
 
@@ -341,7 +346,8 @@ def train(
                  seq_len=seq_len, lr=lr, patience=patience, seed=seed, transpose=transpose,
                  max_train_tokens=max_train_tokens, distribute=distribute)
     roll_opts = dict(window=window, frames=frames, pitches=pitches, onsets=onsets, loss=loss,
-                     pos_weight=pos_weight, focal_gamma=focal_gamma, max_pieces=max_pieces)
+                     pos_weight=pos_weight, focal_gamma=focal_gamma, max_pieces=max_pieces,
+                     output=output_kind, nade_hidden=nade_hidden)
     given.update({k: v for k, v in roll_opts.items() if v is not None})
     state = _trainer(out, fmt, resume)(out, given, resume=resume, log=log)
     log(f"done: best epoch {state.get('best_epoch')}, run in {out}")

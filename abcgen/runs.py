@@ -100,9 +100,11 @@ class RollConfig(RunConfig):
     epochs: int = 100
     patience: int = 5
     max_pieces: int = 0     # 0: all; else the first N pieces of the corpus (quick runs)
+    output: str = "independent"  # independent sigmoids per key | nade (the keys of a frame jointly)
+    nade_hidden: int = 150  # hidden units of the NADE output
 
     frozen: ClassVar[tuple] = ("format", "corpus", "frames", "pitches", "onsets", "layers", "hidden",
-                               "max_pieces", "loss", "pos_weight", "focal_gamma")
+                               "max_pieces", "loss", "pos_weight", "focal_gamma", "output", "nade_hidden")
 
 
 FORMATS: dict[str, type] = {"abc": TrainConfig, "pianoroll": RollConfig}
