@@ -114,7 +114,31 @@ def _loss_class():
     return RollLoss
 
 
-RollLoss = _loss_class()
+_ROLL_LOSS = None
+
+
+def roll_loss():
+    """The loss class, built (and registered with Keras) on first use, so that importing this
+    module loads no TensorFlow: TensorFlow's start-up lines are silenced only when
+    runs.quiet_tensorflow loads it first."""
+    global _ROLL_LOSS
+    if _ROLL_LOSS is None:
+        _ROLL_LOSS = _loss_class()
+    return _ROLL_LOSS
+
+
+def register_custom_objects() -> None:
+    """What a saved roll model needs registered before keras.models.load_model reads it."""
+    from .nade import keras_layer
+
+    roll_loss()
+    keras_layer()
+
+
+def __getattr__(name):
+    if name == "RollLoss":
+        return roll_loss()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_roll_model(width: int, *, hidden: int = 512, layers: int = 1, dropout: float = 0.2,
@@ -154,7 +178,7 @@ def new_model(cfg: RollConfig, width: int):
                                  output=cfg.output, nade_hidden=cfg.nade_hidden)
         gamma = cfg.focal_gamma if cfg.loss == "focal" else 0.0
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, clipnorm=cfg.clipnorm),
-                      loss=RollLoss(pos_weight=cfg.pos_weight, gamma=gamma))
+                      loss=roll_loss()(pos_weight=cfg.pos_weight, gamma=gamma))
     return model
 
 
@@ -308,6 +332,7 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
 
     if resume:
         state = run.read_json("state.json")
+        register_custom_objects()
         model = load_model(run.path / state["checkpoint"], cfg)
         model.optimizer.learning_rate.assign(state["lr"])
         log(f"resuming {run.path} after epoch {state['epoch']} (lr {state['lr']:.3g})")
@@ -383,6 +408,7 @@ def evaluate_run(run_dir: Path, *, corpus: str | None = None, split: str = "test
     if not best.is_file():
         raise InputError(f"{run.path} has no best.keras yet (no epoch finished)")
     quiet_tensorflow()
+    register_custom_objects()
     model = load_model(best)
     m = roll_metrics(evaluate_rolls(model, pieces))
     state = run.read_json("state.json") if run.exists() else {}

@@ -194,3 +194,27 @@ def test_nade_run_trains_exports_and_samples(tmp_path):
         settle(RollConfig(corpus=JSB, output="nade", pos_weight=2.0))
     with pytest.raises(InputError, match="--output must be one of"):
         settle(RollConfig(corpus=JSB, output="rbm"))
+
+
+@pytest.mark.slow
+def test_nade_from_the_command_line_is_quiet_and_samples(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_pianoroll import JSB
+
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "abcgen", "train", "--format", "pianoroll", "--corpus", JSB,
+                        "--output", "nade", "--nade-hidden", "8", "--hidden", "8", "--window", "8",
+                        "--batch-size", "4", "--epochs", "1", "--out", str(run)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for marker in ("I0000", "E0000", "W0000", "cuInit", "oneDNN", "absl"):
+        assert marker not in r.stderr, r.stderr          # TensorFlow's start-up lines silenced
+    assert "+ NADE 8" in r.stderr and "NADE output" in r.stderr
+    out = tmp_path / "s.mid"
+    r = subprocess.run([sys.executable, "-m", "abcgen", "sample", "--format", "pianoroll", "--model", str(run),
+                        "-o", str(out), "--length", "6", "--seed", "2"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:4] == b"MThd" and out.with_suffix(".png").is_file()
