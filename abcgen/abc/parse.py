@@ -295,8 +295,9 @@ class _Reader:
                     self.model.meter = mt
             elif f == "L":
                 u = parse_length(v)
-                if u:
-                    self.unit = u
+                if u is None:
+                    raise AbcSyntaxError(f"L:{v} is not a note length (line {i + 1} of the tune)")
+                self.unit = u
             elif f == "Q":
                 self.model.tempo = v          # resolved once L: is known
             elif f == "P":
