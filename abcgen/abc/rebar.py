@@ -78,7 +78,7 @@ def _split(ev: Event, at: Fraction) -> tuple[Event, Event]:
     return a, b
 
 
-def _rebar_segment(seg: list, bar: Fraction) -> list:
+def _rebar_segment(seg: list, bar: Fraction, split_tuplets: bool = False) -> list:
     first = _len(seg[0])
     cut = first if Fraction(0) < first < bar else bar
     # the source's last bar line in the segment must be one of the new ones: the
@@ -101,10 +101,12 @@ def _rebar_segment(seg: list, bar: Fraction) -> list:
             bars[-1].append(ev)
             pos += ev.length
         else:
-            if ev.tuplet is not None:
+            if ev.tuplet is not None and not split_tuplets:
                 raise RebarError("bars do not fit the meter and a tuplet would cross a bar line")
             if room > 0:
                 a, b = _split(ev, room)
+                if ev.tuplet is not None:
+                    a.tuplet = b.tuplet = None    # plain lengths of the same sound
                 bars[-1].append(a)
                 queue.insert(0, b)
                 pos = limit
@@ -133,7 +135,9 @@ def _rebar_segment(seg: list, bar: Fraction) -> list:
 def rebar(model: TuneModel, strict: bool = True) -> int:
     """Re-bar every voice of the model in place; the number of segments barred again.
 
-    strict: a segment that cannot be re-barred raises RebarError; else it keeps
+    strict: a segment that cannot be re-barred raises RebarError.  Else a
+    tuplet note over a new bar line is split into two tied notes of plain
+    lengths (the same sound), and a segment whose bar lines would shift keeps
     the source's bars.
     """
     changed = 0
@@ -156,7 +160,7 @@ def rebar(model: TuneModel, strict: bool = True) -> int:
                 new.extend(seg)
                 continue
             try:
-                new.extend(_rebar_segment(seg, length))
+                new.extend(_rebar_segment(seg, length, split_tuplets=not strict))
                 changed += 1
             except RebarError:
                 if strict:
