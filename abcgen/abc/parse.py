@@ -572,6 +572,9 @@ class _Reader:
         return j
 
     def _chord(self, s: str, i: int, line: int) -> int:
+        if "]" not in s[i:]:
+            raise AbcSyntaxError(f"the chord at tune line {line + self.first_line - 1}, "
+                                 f"column {i + 1} is not closed with ']'")
         j = i + 1
         tones, first_len = [], None
         while j < len(s) and s[j] != "]":
