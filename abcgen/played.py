@@ -137,7 +137,7 @@ def check_tune(tune, workdir: str, reader: str = "abcgen") -> dict:
             # abc2midi plays such a section its own way (it skips the first ending, or
             # jumps back to the tune's start): see README, "Reading ABC"
             r["status"] = ("source has an end repeat without a start repeat in a tune with "
-                           "endings (abc2midi's own reading)")
+                           "endings or voices (abc2midi's own reading)")
         r["reason"] = _first_diff(want, ours)
     elif can["rc"] != 0 or not can["notes"]:
         r["status"] = "abc2midi cannot play the canonical text"

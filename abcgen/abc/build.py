@@ -152,7 +152,7 @@ def build_score(model: TuneModel):
             measures.append(m)
             offset += pos
         implied = _implied_starts(bars, measures, m21bar)
-        if implied and any(b.ending for b in bars):
+        if implied and (any(b.ending for b in bars) or len(model.voices) > 1):
             score.abc_implied_with_endings = True
         _endings(part, bars, measures, spanner)
         score.insert(0, part)
