@@ -101,3 +101,24 @@ def test_check_played_on_a_fixture(tmp_path):
     # music21's reader does not carry the accidentals: its reading plays other pitches
     r = played_check(tune, str(tmp_path), reader="music21")
     assert r["status"] == "our reading played out: pitch differs"
+
+
+@needs_abc2midi
+def test_check_played_command_on_a_book(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from abcgen.cli import app
+
+    book = tmp_path / "book.abc"
+    book.write_text("X:1\nM:4/4\nL:1/8\nK:G\n|:^G2 G2 =f2 f2|1 G8:|2 A8|]\n\n"
+                    "X:2\nM:6/8\nL:1/8\nK:D\n\"D\"A|d2e {g}f2d|e2f g3:|\n")
+    r = CliRunner().invoke(app, ["check", "played", str(book), "--json", "-j", "1"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output.strip().splitlines()[-1])
+    assert (s["tunes"], s["checked"], s["identical"], s["identical_pct"]) == (2, 2, 2, 100.0)
+    r = CliRunner().invoke(app, ["check", "played", str(book), "--reader", "music21", "--json", "-j", "1"])
+    s = json.loads(r.output.strip().splitlines()[-1])
+    assert s["identical"] == 1 and s["differences"] == {"our reading played out: pitch differs": 1}
+    assert "pitch differs" in r.output and "book.abc:1 X:1" in r.output
