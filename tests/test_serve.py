@@ -498,3 +498,22 @@ def test_a_quick_render_passes_a_slow_one_in_flight(random_model):
         r = c.post("/api/render", json={"abc": JIG})
         assert r.status_code == 200 and time.monotonic() - t0 < 5 and "slow" not in done
         th.join(60)
+
+
+def test_bench_serve_reports_every_phase_and_is_bounded(random_model):
+    from abcgen import bench
+    from abcgen.errors import InputError
+
+    for kw in (dict(count=0), dict(count=10**6), dict(concurrency=0), dict(concurrency=1000),
+               dict(time_limit=0), dict(time_limit=10**6), dict(timeout=0)):
+        with pytest.raises(InputError):
+            bench.bench_serve(model=str(random_model), log=lambda m: None, **kw)
+    lines = []
+    r = bench.bench_serve(model=str(random_model), count=6, renders=3, concurrency=3, max_tokens=60,
+                          slow_bars=150, timeout=20, time_limit=240, log=lines.append)
+    for phase in ("sample", "render", "sample_with_slow_render", "render_with_slow_render"):
+        p = r[phase]
+        assert p["errors"] == 0 and p["ok"] == p["requests"], (phase, p)
+        assert 0 < p["p50_s"] <= p["p95_s"] <= p["max_s"]
+    assert r["sample_with_slow_render"]["slow_renders"] and r["sample_p95_ratio_with_slow_render"] > 0
+    assert len(lines) == 5 and lines[-1].startswith("p95 with a slow render in flight / alone")
