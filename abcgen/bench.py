@@ -258,7 +258,7 @@ def _load(url: str, path: str, bodies: list[dict], concurrency: int, stop_at: fl
 
 
 def bench_serve(*, model: str | None = None, count: int = 200, renders: int = 100, concurrency: int = 8,
-                max_tokens: int = 1000, slow_bars: int = 600, timeout: float = 60.0,
+                max_tokens: int = 1000, slow_bars: int = 480, timeout: float = 60.0,
                 time_limit: float = 900.0, log=print) -> dict:
     """``/api/sample`` and ``/api/render`` latencies of a real ``abcgen serve`` on loopback.
 
@@ -286,6 +286,10 @@ def bench_serve(*, model: str | None = None, count: int = 200, renders: int = 10
         raise InputError(f"--concurrency must be between 1 and {LIMITS_SERVE['concurrency']}")
     if not 0 < time_limit <= LIMITS_SERVE["time_limit"]:
         raise InputError(f"--time-limit must be above 0 and at most {LIMITS_SERVE['time_limit']} s")
+    from .render import MAX_BARS
+
+    if not 1 <= slow_bars <= MAX_BARS:
+        raise InputError(f"--slow-bars must be between 1 and {MAX_BARS} (longer tunes are refused at once)")
     if not 0 < timeout <= 600:
         raise InputError("--timeout must be above 0 and at most 600 s")
 

@@ -477,7 +477,8 @@ def bench_serve(
     renders: int = typer.Option(100, "--renders", help="Render requests per phase (a short jig, SVG)."),
     concurrency: int = typer.Option(8, "--concurrency", "-c", help="Concurrent clients."),
     max_tokens: int = typer.Option(1000, "--max-tokens", help="max_tokens of each sample request."),
-    slow_bars: int = typer.Option(600, "--slow-bars", help="Bars of the slow render kept in flight."),
+    slow_bars: int = typer.Option(480, "--slow-bars", help="Bars of the slow render kept in flight "
+                                                          "(at most render.MAX_BARS, 500)."),
     timeout: float = typer.Option(60.0, "--timeout", help="The server's --timeout (s)."),
     time_limit: float = typer.Option(900.0, "--time-limit", help="Bound on the whole run (s)."),
     json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),

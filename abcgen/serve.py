@@ -139,8 +139,14 @@ def parse_book(text: str):
         raise EditorError("there is no tune: the ABC text is empty")
     if len(tunes) > LIMITS["tunes"]:
         raise EditorError(f"{len(tunes)} tunes is more than the {LIMITS['tunes']} one request renders")
+    from .render import check_length
+
     out = []
     for t in tunes:
+        try:
+            check_length(t)
+        except InputError as e:
+            raise EditorError(e.message, tune=t.x, line=t.line) from None
         try:
             out.append((t, parse_tune(t)))
         except AbcParseError as e:

@@ -453,7 +453,7 @@ def test_unknown_paths_get_the_documented_error_shape(client):
     assert r.status_code == 405 and set(r.json()) == {"error", "line", "tune"}
 
 
-LONG = "X:1\nT:Long\nM:4/4\nL:1/8\nK:D\n" + "|".join(["ABcd efga"] * 600) + "|]\n"
+LONG = "X:1\nT:Long\nM:4/4\nL:1/8\nK:D\n" + "|".join(["ABcd efga"] * 480) + "|]\n"   # under MAX_BARS, slow
 
 
 def test_a_render_past_its_time_is_stopped_and_holds_up_nothing(random_model):
@@ -517,3 +517,13 @@ def test_bench_serve_reports_every_phase_and_is_bounded(random_model):
         assert 0 < p["p50_s"] <= p["p95_s"] <= p["max_s"]
     assert r["sample_with_slow_render"]["slow_renders"] and r["sample_p95_ratio_with_slow_render"] > 0
     assert len(lines) == 5 and lines[-1].startswith("p95 with a slow render in flight / alone")
+
+
+def test_a_tune_too_long_to_engrave_is_refused_at_once(client):
+    from abcgen.render import MAX_BARS
+
+    text = "X:1\nT:Long\nM:4/4\nL:1/8\nK:D\n" + "|".join(["ABcd efga"] * (MAX_BARS + 50)) + "|]\n"
+    t0 = time.monotonic()
+    r = client.post("/api/render", json={"abc": text})
+    assert r.status_code == 400 and time.monotonic() - t0 < 10
+    assert r.json()["error"].startswith(f"line 1 tune X:1: the tune has about {MAX_BARS + 50} bars")
