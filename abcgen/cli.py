@@ -562,6 +562,31 @@ def bench_sample(
         print_json_last(r)
 
 
+@bench_app.command("serve")
+@handled
+def bench_serve(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory or .npz [the shipped model]."),
+    count: int = typer.Option(200, "--count", "-n", help="Sample requests per phase (1 tune each)."),
+    renders: int = typer.Option(100, "--renders", help="Render requests per phase (a short jig, SVG)."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", help="Concurrent clients."),
+    max_tokens: int = typer.Option(1000, "--max-tokens", help="max_tokens of each sample request."),
+    slow_bars: int = typer.Option(480, "--slow-bars", help="Bars of the slow render kept in flight "
+                                                          "(at most render.MAX_BARS, 500)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="The server's --timeout (s)."),
+    time_limit: float = typer.Option(900.0, "--time-limit", help="Bound on the whole run (s)."),
+    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
+):
+    """The studio on loopback: p50/p95/max and errors of /api/sample and /api/render, alone and
+    with a slow render in flight."""
+    from . import bench
+
+    r = bench.bench_serve(model=model, count=count, renders=renders, concurrency=concurrency,
+                          max_tokens=max_tokens, slow_bars=slow_bars, timeout=timeout,
+                          time_limit=time_limit, log=lambda m: print(m, flush=True))
+    if json_out:
+        print_json_last(r)
+
+
 # Commands defined in their own modules register on `app` when imported.
 from . import cli_render  # noqa: E402,F401
 from . import cli_serve  # noqa: E402,F401
