@@ -455,7 +455,8 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
         raise InputError("--meter, --unit and --key other than in that order (M:, L:, K:) need the "
                          "constraints (drop --no-constraints)")
 
-    # Each tune's length target, drawn from its own generator (not the one of its tokens).
+    # Each tune's length target in bar lines, drawn from its own generator (not the one
+    # of its tokens).
     targets: list = [opts.bars] * n
     if opts.bars is None:
         target_rngs = [np.random.default_rng([x, 1]) for x in seeds]
@@ -469,6 +470,17 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
     budget = max(opts.max_tokens - len(head_ids), 1)
     closing = np.zeros(n, dtype=bool)
     final_ids = np.asarray([i for i, x in enumerate(vocab.symbols) if x == "|]"], dtype=np.int64)
+    # Bar lines written so far, counted as tunestats.bar_lines counts them (the
+    # unit of the corpus's lengths): every bar token but a line-start ending '[2'.
+    is_bar_line = np.zeros(len(vocab.symbols), dtype=bool)
+    for i, x in enumerate(vocab.symbols):
+        is_bar_line[i] = "|" in x or x == "::"
+    lines = [sum(bool(is_bar_line[t]) for t in head_ids)] * n
+
+    def written(i):
+        """The tune's length so far in the unit of its target: complete bars for
+        --bars (as a musician counts them), else bar lines (as the corpus table)."""
+        return cons[i].bars if opts.bars is not None else lines[i]
 
     def masks(active, steps):
         if cons is None:
@@ -482,10 +494,10 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
                 elif c.at_bar:
                     if targets[i] is None and c.bar_length() is not None:
                         targets[i] = target_bars(_meter_of(vocab, out[i]), target_rngs[i])
-                    if targets[i] is not None and c.bars >= targets[i] - 1:
+                    if targets[i] is not None and written(i) >= targets[i] - 1:
                         closing[i] = True
             row = c.mask_view(bool(closing[i]))
-            if not closing[i] and targets[i] is not None and c.bars < targets[i] - 1 \
+            if not closing[i] and targets[i] is not None and written(i) < targets[i] - 1 \
                     and (row[eos] or row[final_ids].any()):
                 short = row.copy()            # too short yet: no end, no |]
                 short[eos] = False
@@ -504,7 +516,7 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
         for j, i in enumerate(active):
             c = cons[i]
             if closing[i] or not c.end_refused or c.bars < 2 or (
-                    targets[i] is not None and c.bars < targets[i] - 1):
+                    targets[i] is not None and written(i) < targets[i] - 1):
                 continue
             z = logits[j].astype(np.float64) / max(opts.temperature, 1e-6)
             z = np.exp(z - z.max())
@@ -556,6 +568,7 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
             if cons is not None:
                 for j in keep:
                     cons[before[j]].advance(int(tok[j]))
+                    lines[before[j]] += bool(is_bar_line[tok[j]])
                 mask = masks(active, steps)
             logits, state = fut.result() if fut is not None else model.net.step(nxt, state)
             mask = wants_end(active, logits, mask)
