@@ -347,6 +347,9 @@ def sample(
     unit: Optional[str] = typer.Option(None, "--unit", help="The tunes' unit note length, e.g. 1/8."),
     bars: Optional[int] = typer.Option(None, "--bars",
                                        help="About this many bars [the corpus's lengths for the meter]."),
+    form: Optional[str] = typer.Option(None, "--form",
+                                       help="Parts, e.g. AABB: two parts, each repeated (a letter once: not repeated)."),
+    part_bars: int = typer.Option(8, "--part-bars", help="Bars per part of --form."),
     changes: bool = typer.Option(False, "--allow-changes/--no-changes",
                                  help="Let the model change meter or key mid-tune."),
     tonic: bool = typer.Option(True, "--tonic-end/--any-end", help="End on the key's tonic."),
@@ -390,7 +393,8 @@ def sample(
 
     opts = S.SampleOptions(count=count, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                            meter=meter, key=key, unit=unit, prime=prime, max_tokens=max_tokens,
-                           constraints=constraints, changes=changes, tonic=tonic, bars=bars)
+                           constraints=constraints, changes=changes, tonic=tonic, bars=bars,
+                           form=form, part_bars=part_bars)
     S.check_options(opts)
     if opts.seed is None:
         opts.seed = S.fresh_seed()

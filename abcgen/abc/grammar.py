@@ -1674,12 +1674,14 @@ class AbcConstraint:
         e = s.ending
         rep = s.rep
         empty = s.last in ("nl", "bar")
-        rule, pieces, bars = s.rule, s.pieces, s.bars
+        rule, pieces, bars, part_start = s.rule, s.pieces, s.bars, s.part_start
         if not empty:
             verdict, rule = rule.judge(s.pos, kind, self._filler.fillable_steps)
             rule = self._intern(rule)
             pieces += 1
             bars += verdict in ("full", "half", "free")
+            if verdict == "half" and part_start == s.bars:
+                part_start = bars    # the other half of the last part's closing bar
         elif kind == B_LINE_ENDING:
             rule = self._intern(rule.opener())
         # repeats and endings
@@ -1701,7 +1703,7 @@ class AbcConstraint:
         return s.with_(last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0,
                        rep=rep, ending=e, after_field=False, sound=None,
                        tie_crossed=s.tie_req is not None, bars=bars,
-                       part_start=bars if kind in _PART_START else s.part_start,
+                       part_start=bars if kind in _PART_START else part_start,
                        final=s.final or kind == B_FINAL)
 
     # ---------------------------------------------------------------- closing
