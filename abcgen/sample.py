@@ -524,6 +524,7 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
         c, p = cons[i], part_idx[i]
         if p >= len(parts):
             return row
+        original = row
         want = np.zeros(len(row), dtype=bool)
         if c.part_bars + 1 >= opts.part_bars and not c.at_bar:
             closer = ":|" if parts[p] else ("|]" if p == len(parts) - 1 else "||")
@@ -533,12 +534,18 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
                 row[sym_ids["-"]] = False
         else:
             want[sym_ids.get("|", 0)] = "|" in sym_ids
+            if c.at_bar and c.part_bars + 1 >= opts.part_bars and "\n" in sym_ids:
+                # the last bar on the line before it: a line of one letter may not
+                # take ':|' ('F:|' reads as a field); the full mask, as the closing
+                # one offers only the newline here
+                row = c.mask_view(False).copy()
+                row[sym_ids["\n"]] = False
             if parts[p] and c.at_bar and c.part_bars == 0:
                 want[sym_ids.get("|:", 0)] = "|:" in sym_ids
         new = row.copy()
         new[bar_ids] &= want[bar_ids]
         new[eos] = False
-        return new if new.any() else row
+        return new if new.any() else original
 
     def masks(active, steps):
         if cons is None:

@@ -333,13 +333,24 @@ def test_header_menu_lists_what_the_corpus_uses_in_musical_order():
 
 
 def _part_bars(text: str) -> list[int]:
-    """Bars (duration over the bar length, by tunestats' own walk) of each part of
-    a tune, the parts split at ':|'; a pickup and the short bar before ':|' make one."""
+    """Bars of each part of a tune as a musician counts them, the parts split at
+    ':|': the part's duration (tunestats' own walk) less its opening pickup, in
+    bars, rounded up (a short last bar that pairs with the pickup is a bar)."""
+    import math
+    import re
+
     from abcgen.tunestats import tune_stats
 
-    head, body = text.split("\n", 3)[:3], text.split("\n", 3)[3]
-    chunks = [c for c in body.split(":|") if c.strip(" \n|")]
-    return [tune_stats("\n".join(head) + "\n" + c + "|\n")["bars"] for c in chunks]
+    head = "\n".join(text.split("\n", 3)[:3]) + "\n"
+    body = text.split("\n", 3)[3]
+    out = []
+    for c in (c for c in body.split(":|") if c.strip(" \n|")):
+        length = tune_stats(head + c + "|\n")["length"]
+        first = re.split(r"\||::", c.lstrip("\n|:"), maxsplit=1)[0]
+        pickup = tune_stats(head + first + "|\n")["length"] if first.strip() else 0
+        pickup = pickup if pickup < 1 else 0
+        out.append(math.ceil(length - pickup))
+    return out
 
 
 @pytest.mark.parametrize("meter", ["6/8", "4/4"])
