@@ -439,13 +439,16 @@ def sample(
     top_k: int = typer.Option(0, "--top-k", help="Sample among the K likeliest tokens (0: all)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: the likeliest tokens up to this mass."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s",
-                                       help="Same seed, same tunes [a fresh one, printed on stderr]. "
+                                       help="Same seed, same tunes (default: a fresh one, printed on stderr). "
                                             "Each tune's title names its own seed."),
     meter: Optional[str] = typer.Option(None, "--meter", help="The tunes' meter, e.g. 6/8 [the model's choice]."),
     key: Optional[str] = typer.Option(None, "--key", help="The tunes' key: D, Dm, D minor, Ddor, Amix, F#m ..."),
     unit: Optional[str] = typer.Option(None, "--unit", help="The tunes' unit note length, e.g. 1/8."),
     bars: Optional[int] = typer.Option(None, "--bars",
-                                       help="About this many bars [the corpus's lengths for the meter]."),
+                                       help="About this many bars (default: the corpus's lengths for the meter)."),
+    form: Optional[str] = typer.Option(None, "--form",
+                                       help="Parts, e.g. AABB: two parts, each repeated (a letter once: not repeated)."),
+    part_bars: int = typer.Option(8, "--part-bars", help="Bars per part of --form."),
     changes: bool = typer.Option(False, "--allow-changes/--no-changes",
                                  help="Let the model change meter or key mid-tune."),
     tonic: bool = typer.Option(True, "--tonic-end/--any-end", help="End on the key's tonic."),
@@ -491,17 +494,20 @@ def sample(
 
     opts = S.SampleOptions(count=count, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                            meter=meter, key=key, unit=unit, prime=prime, max_tokens=max_tokens,
-                           constraints=constraints, changes=changes, tonic=tonic, bars=bars)
+                           constraints=constraints, changes=changes, tonic=tonic, bars=bars,
+                           form=form, part_bars=part_bars)
     S.check_options(opts)
-    if opts.seed is None:
+    fresh = opts.seed is None
+    if fresh:
         opts.seed = S.fresh_seed()
-        log(f"seed {opts.seed} (abcgen sample --seed {opts.seed} makes these tunes again)")
     if render is not None:
         from .render import format_of
 
         format_of(render)  # an unknown extension fails before any sampling
     m = S.Model(S.resolve_model(model))
     book = S.generate(m, opts)
+    if fresh:
+        log(f"seed {opts.seed} (abcgen sample --seed {opts.seed} makes these tunes again)")
     sys.stdout.write(book)
     sys.stdout.flush()
     if render is not None:

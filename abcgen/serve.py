@@ -427,8 +427,8 @@ _FIELD = LIMITS["field"]
 class SampleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     meter: Optional[str] = Field(None, max_length=_FIELD, description="e.g. 6/8")
-    key: Optional[str] = Field(None, max_length=_FIELD, description="e.g. Dmix (needs meter and unit)")
-    unit: Optional[str] = Field(None, max_length=_FIELD, description="e.g. 1/8 (needs meter)")
+    key: Optional[str] = Field(None, max_length=_FIELD, description="e.g. D, Dm, Ddor, Amix")
+    unit: Optional[str] = Field(None, max_length=_FIELD, description="e.g. 1/8")
     temperature: float = Field(1.0, gt=0, le=5)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, le=10000)
