@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
-from .errors import InputError
+from .errors import AbcgenError, InputError
 from .fileio import atomic_write_text
 
 # --------------------------------------------------------------------------
@@ -464,7 +464,8 @@ def worker_dir(run: RunDir, cfg: RunConfig, resume: bool) -> RunDir:
     import tempfile
     import weakref
 
-    tmp = Path(tempfile.mkdtemp(prefix="abcgen-worker-"))
+    _remove_dead_workers_dirs(Path(tempfile.gettempdir()))
+    tmp = Path(tempfile.mkdtemp(prefix=f"abcgen-worker-{os.getpid()}-"))
     if resume:
         state = run.read_json("state.json")
         for name in ("config.json", "vocab.json", "state.json", "metrics.csv", state.get("checkpoint")):
@@ -473,6 +474,27 @@ def worker_dir(run: RunDir, cfg: RunConfig, resume: bool) -> RunDir:
     mine = RunDir(tmp)
     weakref.finalize(mine, shutil.rmtree, str(tmp), ignore_errors=True)
     return mine
+
+
+def _remove_dead_workers_dirs(tmp: Path) -> None:
+    """A worker killed outright cannot remove its folder; the next worker on the host does."""
+    import shutil
+
+    for d in tmp.glob("abcgen-worker-*-*"):
+        pid = d.name.split("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass  # alive (another user's): not ours to remove
+
+
+def _lost_worker(e: BaseException) -> bool:
+    """TensorFlow's word for a peer that died: its collectives abort (heartbeats stop)."""
+    return type(e).__name__ in ("UnavailableError", "AbortedError", "DeadlineExceededError", "CancelledError")
 
 
 def load_model(path: Path, cfg: RunConfig | None = None):
@@ -613,6 +635,13 @@ def epoch_loop(run: RunDir, model, state: dict, cfg: RunConfig, one_epoch, log, 
             log(line(improved))
     except KeyboardInterrupt:
         interrupted(run, model, epoch, state, log)
+    except Exception as e:
+        if cfg.distribute != "multiworker" or not _lost_worker(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AbcgenError(f"multiworker: a worker stopped during epoch {epoch} ({type(e).__name__}: "
+                          f"{first[:200]}); restart every worker with --resume to continue from the "
+                          f"chief's checkpoint of epoch {state['epoch']}") from None
     if state["stopped"]:
         log(state["stopped"])
     return state
