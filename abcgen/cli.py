@@ -311,7 +311,12 @@ def train(
     transpose: Optional[str] = typer.Option(None, "--transpose", help=f"abc: none | C | all {_d('transpose')}."),
     max_train_tokens: Optional[int] = typer.Option(None, "--max-train-tokens",
                                                    help="abc: use only this many train tokens per epoch (0: all)."),
-    distribute: Optional[str] = typer.Option(None, "--distribute", help="none | mirrored (all GPUs of this host)."),
+    distribute: Optional[str] = typer.Option(None, "--distribute", help="none | mirrored (all GPUs of this host) | "
+                                             "multiworker (several hosts: TF_CONFIG, or --workers and --index)."),
+    workers: Optional[str] = typer.Option(None, "--workers", help="multiworker: host:port of every worker, worker 0 "
+                                                                 "the chief (writes TF_CONFIG; implies "
+                                                                 "--distribute multiworker)."),
+    index: Optional[int] = typer.Option(None, "--index", help="multiworker: this worker's place in --workers."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     window: Optional[int] = typer.Option(None, "--window", help=f"pianoroll: frames per training window "
                                                                 f"{_d('window')}."),
@@ -341,6 +346,15 @@ def train(
 
     if level is not None and level not in LEVELS:
         fail(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
+    if workers is not None or index is not None:
+        from .runs import set_tf_config
+
+        if workers is None:
+            fail("--index goes with --workers host:port,host:port,...")
+        if distribute not in (None, "multiworker"):
+            fail(f"--workers is for --distribute multiworker, not {distribute}")
+        distribute = "multiworker"
+        set_tf_config(workers, index)  # an InputError: one line, exit 2 (@handled)
     given = dict(format=fmt, corpus=corpus, level=level, layers=layers, hidden=hidden,
                  embed_dim=embed_dim, dropout=dropout, epochs=epochs, batch_size=batch_size,
                  seq_len=seq_len, lr=lr, patience=patience, seed=seed, transpose=transpose,

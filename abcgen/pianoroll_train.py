@@ -34,7 +34,7 @@ from .errors import InputError
 from .pianoroll import (JSB_ENCODING, SPLITS, Encoding, add_counts, is_jsb, model_input, roll_counts,
                         roll_metrics, run_rolls)
 from .runs import (RollConfig, RunDir, check_out, epoch_loop, fit_epoch, fresh_state, load_model, plot_curves,
-                   quiet_tensorflow, replicas, resolve_config, strategy_scope)
+                   quiet_tensorflow, replicas, resolve_config, strategy_scope, worker_dir)
 
 LOSSES = ("bce", "focal")
 OUTPUTS = ("independent", "nade")
@@ -319,6 +319,7 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     run = RunDir(out)
     given = {k: v for k, v in given.items() if not (k == "format" and v is None)}
     cfg = settle(resolve_config(run, resume, given, RollConfig))
+    run = worker_dir(run, cfg, resume)  # multiworker: only the chief writes into --out
     enc = encoding(cfg)
     rolls, failures = run_rolls(cfg.corpus, enc, cfg.max_pieces, log=log)
     for f in failures:

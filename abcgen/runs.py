@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
-from .errors import InputError
+from .errors import AbcgenError, InputError
 from .fileio import atomic_write_text
 
 # --------------------------------------------------------------------------
@@ -55,7 +55,7 @@ class RunConfig:
     clipnorm: float = 5.0
     patience: int = 0
     seed: int = 1
-    distribute: str = "none"   # none | mirrored
+    distribute: str = "none"   # none | mirrored | multiworker
 
     frozen: ClassVar[tuple] = ("format", "corpus", "layers", "hidden")
 
@@ -314,28 +314,189 @@ def check_out(out: Path) -> None:
         raise InputError(f"--out {out} is not writable: {e.strerror or e}") from None
 
 
+DISTRIBUTE = ("none", "mirrored", "multiworker")
 _STRATEGIES: dict = {}
 
 
+def set_tf_config(workers: str, index: int) -> dict:
+    """``--workers host:port,host:port --index I``: the TF_CONFIG of this worker, set in the
+    environment (worker 0 is the chief).  Returns it."""
+    hosts = [h.strip() for h in workers.split(",") if h.strip()]
+    if not hosts:
+        raise InputError("--workers needs host:port,host:port,... (one per worker)")
+    for h in hosts:
+        host, _, port = h.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InputError(f"--workers: {h!r} is not host:port")
+    if len(set(hosts)) != len(hosts):
+        raise InputError("--workers names a host:port twice")
+    if index is None or not 0 <= index < len(hosts):
+        raise InputError(f"--index must be 0 to {len(hosts) - 1} (this worker's place in --workers)")
+    config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+    os.environ["TF_CONFIG"] = json.dumps(config)
+    return config
+
+
+def tf_config() -> dict:
+    """The TF_CONFIG of this process (``--distribute multiworker``), checked: one line if it is
+    missing or malformed."""
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw.strip():
+        raise InputError("--distribute multiworker needs TF_CONFIG in the environment "
+                         "(or --workers host:port,... --index I)")
+    try:
+        config = json.loads(raw)
+        task = config["task"]
+        kind, index = task["type"], int(task["index"])
+        members = config["cluster"][kind]
+        if not isinstance(members, list) or not 0 <= index < len(members):
+            raise ValueError(f"task index {index} is outside cluster.{kind}")
+        if not all(isinstance(v, list) for v in config["cluster"].values()):
+            raise ValueError("every cluster entry must be a list of host:port")
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"TF_CONFIG is not a multi-worker config ({type(e).__name__}: {e}); expected "
+                         '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
+                         '"index": I}}') from None
+    if kind not in ("chief", "worker"):
+        raise InputError(f"TF_CONFIG task type {kind!r}: abcgen runs chief and worker tasks only "
+                         "(no parameter servers or evaluators)")
+    return config
+
+
+def is_chief(cfg: RunConfig) -> bool:
+    """The process that writes the run directory: always on one host; under multiworker the
+    ``chief`` task, or worker 0 where the cluster has no chief (TensorFlow's convention)."""
+    if cfg.distribute != "multiworker":
+        return True
+    config = tf_config()
+    kind, index = config["task"]["type"], int(config["task"]["index"])
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in config["cluster"])
+
+
+def workers(cfg: RunConfig) -> int:
+    """Processes training together (1 unless multiworker)."""
+    if cfg.distribute != "multiworker":
+        return 1
+    cluster = tf_config()["cluster"]
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+
 def _strategy(cfg: RunConfig):
-    """One MirroredStrategy per process: the model, its reload and the batch split share it."""
-    if "mirrored" not in _STRATEGIES:
+    """One strategy per process: the model, its reload and the batch split share it.
+
+    MultiWorkerMirroredStrategy reads TF_CONFIG and must exist before TensorFlow
+    runs anything (``worker_dir`` makes it first)."""
+    kind = cfg.distribute
+    if kind not in _STRATEGIES:
         import tensorflow as tf
 
-        _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy()
-    return _STRATEGIES["mirrored"]
+        if kind == "mirrored":
+            _STRATEGIES[kind] = tf.distribute.MirroredStrategy()
+        else:
+            tf_config()
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            strategy.reduce = _keras_safe_reduce(strategy, strategy.reduce)
+            _STRATEGIES[kind] = strategy
+    return _STRATEGIES[kind]
+
+
+def _keras_safe_reduce(strategy, reduce_one):
+    """``strategy.reduce`` as Keras 3 (3.15) calls it under MultiWorkerMirroredStrategy.
+
+    Two calls of Keras' fail across workers: fit and evaluate reduce the first
+    (x, y) batch to learn its shapes, a tuple where reduce takes one value
+    ("Attempt to convert a value (PerReplica ...)"), and every step reduces the
+    scalar loss "MEAN" along axis 0 ("Invalid reduction dimension 0 for input
+    with 0 dimensions").  Reduce element by element, and a scalar across the
+    replicas only (the mean of the workers' equal-sized batch losses: the loss of
+    the global batch)."""
+    import tensorflow as tf
+
+    def reduce(op, value, axis=None):
+        def one(v):
+            local = strategy.experimental_local_results(v)[0]
+            rank = getattr(getattr(local, "shape", None), "rank", None)
+            return reduce_one(op, v, axis=None if rank == 0 else axis)
+
+        return tf.nest.map_structure(one, value)
+
+    return reduce
 
 
 def strategy_scope(cfg: RunConfig):
-    if cfg.distribute == "mirrored":
+    if cfg.distribute in ("mirrored", "multiworker"):
         return _strategy(cfg).scope()
     if cfg.distribute != "none":
-        raise InputError(f"--distribute must be none or mirrored, not {cfg.distribute!r}")
+        raise InputError(f"--distribute must be one of {', '.join(DISTRIBUTE)}, not {cfg.distribute!r}")
     return contextlib.nullcontext()
 
 
 def replicas(cfg: RunConfig) -> int:
-    return _strategy(cfg).num_replicas_in_sync if cfg.distribute == "mirrored" else 1
+    """Replicas in sync: the devices of this host (mirrored) or of all workers (multiworker)."""
+    return _strategy(cfg).num_replicas_in_sync if cfg.distribute in ("mirrored", "multiworker") else 1
+
+
+def global_batch(cfg: RunConfig) -> int:
+    """Windows per optimizer step.  ``--batch-size`` is per worker: one host's batch is split over
+    its devices (mirrored), and under multiworker the global batch is batch_size x workers, each
+    worker taking its own slice of every global batch (tf.data's DATA auto-shard)."""
+    return cfg.batch_size * workers(cfg)
+
+
+def worker_dir(run: RunDir, cfg: RunConfig, resume: bool) -> RunDir:
+    """The run directory this process writes.
+
+    On one host, and for the multiworker chief, the run directory itself.  Every
+    other worker runs the same epochs (saving a model may take part in collective
+    ops, so all workers save) into a private temporary folder that is removed
+    when the run object goes or the process ends, as TensorFlow's multi-worker
+    guide recommends: only the chief writes checkpoints, state.json, metrics and
+    model.npz.  Resuming, that folder starts with a copy of the chief's config,
+    vocabulary, state and last checkpoint, so every worker restarts from the same
+    weights and optimizer state (``--out`` must be the chief's run directory, on
+    a shared file system, or a copy of it).  Also creates the strategy, before
+    TensorFlow runs anything else.
+    """
+    if cfg.distribute == "none":
+        return run
+    _strategy(cfg)
+    if is_chief(cfg):
+        return run
+    import shutil
+    import tempfile
+    import weakref
+
+    _remove_dead_workers_dirs(Path(tempfile.gettempdir()))
+    tmp = Path(tempfile.mkdtemp(prefix=f"abcgen-worker-{os.getpid()}-"))
+    if resume:
+        state = run.read_json("state.json")
+        for name in ("config.json", "vocab.json", "state.json", "metrics.csv", state.get("checkpoint")):
+            if name and (run.path / name).is_file():
+                shutil.copy2(run.path / name, tmp / name)
+    mine = RunDir(tmp)
+    weakref.finalize(mine, shutil.rmtree, str(tmp), ignore_errors=True)
+    return mine
+
+
+def _remove_dead_workers_dirs(tmp: Path) -> None:
+    """A worker killed outright cannot remove its folder; the next worker on the host does."""
+    import shutil
+
+    for d in tmp.glob("abcgen-worker-*-*"):
+        pid = d.name.split("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass  # alive (another user's): not ours to remove
+
+
+def _lost_worker(e: BaseException) -> bool:
+    """TensorFlow's word for a peer that died: its collectives abort (heartbeats stop)."""
+    return type(e).__name__ in ("UnavailableError", "AbortedError", "DeadlineExceededError", "CancelledError")
 
 
 def load_model(path: Path, cfg: RunConfig | None = None):
@@ -365,9 +526,14 @@ def tf_dataset(x, y, batch_size: int, replicas: int = 1):
         drop = True
     else:
         drop = len(x) >= batch_size
+    # Under multiworker each worker builds the same batches and keeps its own slice of
+    # every one (DATA: the in-memory windows have no files to split by).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return (tf.data.Dataset.from_tensor_slices((x, y))
             .batch(batch_size, drop_remainder=drop)
-            .prefetch(tf.data.AUTOTUNE))
+            .prefetch(tf.data.AUTOTUNE)
+            .with_options(options))
 
 
 def fit_epoch(model, x, y, cfg: RunConfig, nrep: int, quiet_verbose: int) -> tuple[float, float]:
@@ -377,7 +543,7 @@ def fit_epoch(model, x, y, cfg: RunConfig, nrep: int, quiet_verbose: int) -> tup
     when stderr is no terminal."""
     t0 = time.monotonic()
     with contextlib.redirect_stdout(sys.stderr):
-        h = model.fit(tf_dataset(x, y, cfg.batch_size, nrep), epochs=1, shuffle=False,
+        h = model.fit(tf_dataset(x, y, global_batch(cfg), nrep), epochs=1, shuffle=False,
                       verbose=1 if sys.stderr.isatty() else quiet_verbose)
     return float(h.history["loss"][-1]), time.monotonic() - t0
 
@@ -471,6 +637,13 @@ def epoch_loop(run: RunDir, model, state: dict, cfg: RunConfig, one_epoch, log, 
             log(line(improved))
     except KeyboardInterrupt:
         interrupted(run, model, epoch, state, log)
+    except Exception as e:
+        if cfg.distribute != "multiworker" or not _lost_worker(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AbcgenError(f"multiworker: a worker stopped during epoch {epoch} ({type(e).__name__}: "
+                          f"{first[:200]}); restart every worker with --resume to continue from the "
+                          f"chief's checkpoint of epoch {state['epoch']}") from None
     if state["stopped"]:
         log(state["stopped"])
     return state

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .runs import (RunDir, TrainConfig, check_out, epoch_loop, fit_epoch, fresh_state, load_model, quiet_tensorflow,
-                   replicas, resolve_config, share, strategy_scope, tf_dataset)
+from .runs import (RunDir, TrainConfig, check_out, epoch_loop, fit_epoch, fresh_state, global_batch, load_model,
+                   quiet_tensorflow, replicas, resolve_config, share, strategy_scope, tf_dataset, worker_dir)
 
 LN2 = math.log(2)
 
@@ -144,6 +144,7 @@ def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     cfg = resolve_config(run, resume, given, TrainConfig)
     if cfg.format != "abc":
         raise InputError(f"--format must be abc or pianoroll, not {cfg.format!r}")
+    run = worker_dir(run, cfg, resume)  # multiworker: only the chief writes into --out
     run.path.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg, log=log)
 
@@ -170,7 +171,7 @@ def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     if len(vx) == 0:
         vx, vy = windows(pack(data.valid), max(2, len(pack(data.valid)) // 2))
     nrep = replicas(cfg)
-    valid_ds = tf_dataset(vx, vy, cfg.batch_size, nrep)
+    valid_ds = tf_dataset(vx, vy, global_batch(cfg), nrep)
     # bits per character = bits per predicted token x predicted tokens per character of
     # the model texts, so char- and token-level models compare on the same scale.
     valid_tok_per_char = sum(len(t) for t in data.valid) / max(1, data.chars["valid"])
