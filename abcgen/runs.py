@@ -297,21 +297,12 @@ def share(path: Path) -> None:
 
 def check_out(out: Path) -> None:
     """--out must be a folder that is or can be made writable: one line (exit 2) before any work."""
-    import tempfile
+    from .fileio import check_writable_dir
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a run folder; choose another --out")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise InputError(f"--out {out}: {probe} is a file, not a folder")
-    try:
-        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise InputError(f"--out {out} is not writable: {e.strerror or e}") from None
+    check_writable_dir(out, "--out")
 
 
 DISTRIBUTE = ("none", "mirrored", "multiworker")
