@@ -401,6 +401,7 @@ class SamplingTimeout(AbcgenError):
 # text (abcgen's reader and writer) of 6,508 tunes drawn at random from
 # the five music21 collections of corpora/folk.toml (meters with 50 tunes or
 # more; the others draw from all meters' counts).  Median 16, 90th percentile 25.
+# Counted by tunestats.folk_bar_lines().
 CORPUS_BARS: dict = {
     "2/4": ((4, 3), (5, 8), (6, 5), (7, 12), (8, 113), (9, 109), (10, 76), (11, 91), (12, 83), (13, 84),
         (14, 59), (15, 56), (16, 111), (17, 195), (18, 78), (19, 249), (20, 47), (21, 29), (22, 39),

@@ -151,7 +151,8 @@ def test_real_tunes_pass_except_their_own_faults(corpus_texts, vocab, constraint
       check_bars counts them as wrong bars;
     * repeat structure (3 now): an ending mark the simple matching cannot
       place (``[1`` or ``|1`` after a closed repeat with no new ``|:``, or
-      ``[2`` with no first ending), which abc2midi rejects or misreads.
+      ``[2`` with no first ending), which abc2midi rejects or misreads, or a
+      first ending closed by ``::`` with no second ending.
     """
     rejected = {}
     for i, text in enumerate(corpus_texts):
@@ -162,7 +163,10 @@ def test_real_tunes_pass_except_their_own_faults(corpus_texts, vocab, constraint
             rejected[i] = sym
     for i, sym in rejected.items():
         bars_wrong = check_bars(corpus_texts[i])[1] > 0
-        assert bars_wrong or ENDING_MARK.match(sym), (sym, corpus_texts[i])
+        # a repeat sign the first ending before it cannot take (``[1FECD B,2de::``:
+        # the source closes a first ending with '::' and writes no second one)
+        in_ending = sym in ("::", "|:") and re.search(r"(\||\[)1", corpus_texts[i])
+        assert bars_wrong or ENDING_MARK.match(sym) or in_ending, (sym, corpus_texts[i])
     assert len(rejected) <= len(corpus_texts) // 10, rejected
 
 

@@ -51,3 +51,11 @@ def test_abc2midi_counts_tunes_with_errors():
     good = "X:1\nT:a\n" + GOOD
     assert T.abc2midi_errors(good) == 0
     assert T.abc2midi_errors(good + "\nX:2\nT:b\nM:2/4\nL:1/8\nK:D\nAB c-d|]\n") == 1
+
+
+def test_folk_bar_lines_counts_canonical_tunes():
+    r = T.folk_bar_lines(max_seconds=0.5)
+    assert r["tunes"] >= 1
+    assert sum(v for c in r["by_meter"].values() for _, v in c) == r["tunes"]
+    assert set(r["shares"]) == {"meter_change", "key_change", "final_early", "open_first", "tonic_end"}
+    assert all(0 <= v <= 1 for v in r["shares"].values())

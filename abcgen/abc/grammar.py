@@ -1395,7 +1395,10 @@ class AbcConstraint:
         if key[0] == "head":
             key += (self._forced_key,)
         elif self._form is not None and key[0] != "done":
-            key += (self._form, s.final, s.tonic_last, s.key)
+            # tonic_last is read only where </s> or |] may come next (and by the
+            # closing moves, after a note)
+            key += (self._form, s.final, s.tonic_last if s.last in ("nl", "sound", "dur") else None,
+                    s.key)
         self._keyed = (s, key)
         return key
 
