@@ -198,7 +198,9 @@ def test_unreadable_characters_warned_with_line_and_column():
 
 
 def test_tune_without_key_or_notes_fails_with_reason():
-    with pytest.raises(AbcParseError, match="no K: field"):
+    with pytest.raises(AbcParseError, match="no K: field before its music"):
+        parse_abc("X:1\nT:t\nM:4/4\nCDEF|\n", file="b.abc", x="3")
+    with pytest.raises(AbcParseError, match="no notes"):
         parse_abc("X:1\nT:t\nM:4/4\n", file="b.abc", x="3")
     with pytest.raises(AbcParseError, match="no notes"):
         parse_abc(tune("|]"))

@@ -311,7 +311,11 @@ class _Reader:
                 body_at = i + 1
                 break
         if body_at is None:
-            raise AbcSyntaxError("the tune has no K: field")
+            music = [i for i, raw in enumerate(lines)
+                     if raw.strip() and not raw.startswith("%") and not _FIELD_LINE.match(raw)]
+            if music:
+                raise AbcSyntaxError(f"the tune has no K: field before its music (tune line {music[0] + 1})")
+            return self.model      # a header and nothing else: no notes
         if self.unit is None:
             self.unit = default_unit(self.model.meter)
         if isinstance(self.model.tempo, str):
