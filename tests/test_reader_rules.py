@@ -322,3 +322,10 @@ def test_rebar_refuses_a_tuplet_across_a_bar_line():
 def test_unclosed_chord_is_an_error_naming_line_and_column():
     with pytest.raises(AbcParseError, match="the chord at tune line 6, column 1 is not closed"):
         parse_abc(tune("CDEF GABc|\n[CEG GABc|\nCDEF|"))
+
+
+def test_end_repeat_after_a_last_ending_is_a_double_bar():
+    # '|1 ..:|2 ..:|': the repeat was taken; the canonical text keeps the second ending
+    text = tune("|:C D|1 E F:|2 G A:|c2|]", "M:2/4\nL:1/4\nK:C")
+    assert pitches(text) == [60, 62, 64, 65, 60, 62, 67, 69, 72]
+    assert write_abc(parse_abc(text)).endswith("|:C D|1E F:|2G A||c2|]\n")
