@@ -329,3 +329,10 @@ def test_end_repeat_after_a_last_ending_is_a_double_bar():
     text = tune("|:C D|1 E F:|2 G A:|c2|]", "M:2/4\nL:1/4\nK:C")
     assert pitches(text) == [60, 62, 64, 65, 60, 62, 67, 69, 72]
     assert write_abc(parse_abc(text)).endswith("|:C D|1E F:|2G A||c2|]\n")
+
+
+def test_colons_before_a_bar_line_belong_to_it():
+    # '[|]:|' is an invisible bar line, then an end repeat (Ryan's Mammoth)
+    text = tune("|:C D|E F[|]:|G A|]", "M:2/4\nL:1/4\nK:C")
+    assert pitches(text) == [60, 62, 64, 65, 60, 62, 64, 65, 67, 69]
+    assert_abc2midi_agrees(text)
