@@ -336,3 +336,10 @@ def test_colons_before_a_bar_line_belong_to_it():
     text = tune("|:C D|E F[|]:|G A|]", "M:2/4\nL:1/4\nK:C")
     assert pitches(text) == [60, 62, 64, 65, 60, 62, 64, 65, 67, 69]
     assert_abc2midi_agrees(text)
+
+
+def test_start_repeat_then_bar_line_is_no_end_repeat():
+    # '|:|' at the end (O'Neill's): a start repeat nothing closes, played once as abc2midi does
+    text = tune("C D|E F|:|", "M:2/4\nL:1/4\nK:C")
+    assert pitches(text) == [60, 62, 64, 65]
+    assert_abc2midi_agrees(text)

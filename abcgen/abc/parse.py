@@ -670,7 +670,7 @@ class _Reader:
         m = _BAR.match(s, i)
         left, mid, right = m.group(1), m.group(2) or "", m.group(3)
         j = m.end()
-        if mid and right and j < len(s) and s[j] in "|[":
+        if mid.endswith("]") and right and j < len(s) and s[j] in "|[":
             # '[|]:|': the colons open the next bar line (':|'), not a start repeat
             j -= len(right)
             right = ""
