@@ -244,7 +244,7 @@ def format_report(rep: dict) -> str:
             lines.append(f"            e.g. {ex}")
     if "abc2midi_checked" in s:
         lines.append(f"abc2midi on the canonical text of {s['abc2midi_checked']} tunes: accepted "
-                     f"{s['abc2midi_accepted_pct']:.2f} %, same onsets and pitches as music21 "
+                     f"{s['abc2midi_accepted_pct']:.2f} %, same onsets and pitches as our reading "
                      f"{s['abc2midi_pitch_match_pct']:.2f} %, same durations too "
                      f"{s['abc2midi_duration_match_pct']:.2f} %; tunes with warnings "
                      f"{s['abc2midi_tunes_with_warnings']}")

@@ -162,3 +162,19 @@ def test_shipped_corpus_is_taken_only_under_its_own_key(tmp_path, monkeypatch):
 ])
 def test_time_left(elapsed, done, total, want):
     assert corpus.time_left(elapsed, done, total) == want
+
+
+def test_prepare_rebars_and_keeps_out_by_reason(tmp_path):
+    folder = tmp_path / "tunes"
+    folder.mkdir()
+    (folder / "book.abc").write_text(
+        "X:1\nT:Jig in 12/8 bars\nM:6/8\nL:1/8\nK:D\n|:ABc def ABc def:|\n\n"
+        "X:2\nT:Shifted\nM:3/4\nL:1/8\nK:C\nC2 D2 E2 F2|G2 A2 B2 c2|d4 e2|]\n\n"
+        "X:3\nT:Meter change in the source\nM:2/4\nL:1/8\nK:G\nGABc|d4|\nM:3/4\nd2 c2 B2|A6|]\n")
+    prep = corpus.prepare(str(folder), jobs=1, progress=False, use_cache=False)
+    st = prep.stats
+    assert (st["tunes_found"], st["parsed"], st["unique_tunes"]) == (3, 2, 2)
+    assert st["kept_out"] == {"bars do not fit the meter and new bar lines would shift the rest of a section": 1}
+    assert st["meter_changes"] == 1 and st["key_changes"] == 0
+    jig = next(t["abc"] for t in prep.tunes if "12/8" in t["abc"])
+    assert jig.endswith("K:Dmaj\n|:ABc def|ABc def:|\n")

@@ -174,6 +174,16 @@ def _implied_starts(bars, measures, m21bar):
                 bars[open_at].start_repeat = False
                 measures[open_at].leftBarline = None
             open_at = i
+        if b.end_repeat and open_at is None and back_to and any(
+                bars[k].ending for k in range(back_to, i + 1)) and bars[back_to].ending:
+            # ':|' closing the last ending of a repeat already taken ('|1 ..:|2 ..:|'): the
+            # section is not repeated again; the mark is a plain double bar line
+            b.end_repeat = False
+            b.close = "||"
+            measures[i].rightBarline = m21bar.Barline("double")
+            implied.append(i)
+            back_to = i + 1 if i + 1 < len(bars) else None
+            continue
         if b.end_repeat:
             if open_at is None and back_to and back_to <= i:   # (to the start: no mark needed)
                 bars[back_to].start_repeat = True

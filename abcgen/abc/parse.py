@@ -311,7 +311,11 @@ class _Reader:
                 body_at = i + 1
                 break
         if body_at is None:
-            raise AbcSyntaxError("the tune has no K: field")
+            music = [i for i, raw in enumerate(lines)
+                     if raw.strip() and not raw.startswith("%") and not _FIELD_LINE.match(raw)]
+            if music:
+                raise AbcSyntaxError(f"the tune has no K: field before its music (tune line {music[0] + 1})")
+            return self.model      # a header and nothing else: no notes
         if self.unit is None:
             self.unit = default_unit(self.model.meter)
         if isinstance(self.model.tempo, str):
@@ -666,6 +670,10 @@ class _Reader:
         m = _BAR.match(s, i)
         left, mid, right = m.group(1), m.group(2) or "", m.group(3)
         j = m.end()
+        if mid.endswith("]") and right and j < len(s) and s[j] in "|[":
+            # '[|]:|': the colons open the next bar line (':|'), not a start repeat
+            j -= len(right)
+            right = ""
         if not mid and len(left) < 2:
             self.warn(line, i, "cannot read ':'; skipped")
             return i + 1
