@@ -196,3 +196,182 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
         if isinstance(v, float):
             r[k] = round(v, 2)
     return r
+
+
+# --------------------------------------------------------------------------- the studio under load
+
+BENCH_TUNE = ("X:1\nT:Bench jig\nM:6/8\nL:1/8\nK:Gmaj\n"
+              "|:GAB d2B|c2A B2G|AGE D2E|G3 G2:|\n|:Bcd g2e|dBG A2B|c2A BAG|A3 A2:|\n")
+LIMITS_SERVE = {"count": 2000, "concurrency": 64, "time_limit": 1800}
+
+
+def _quantiles(xs: list[float]) -> dict:
+    if not xs:
+        return {"p50_s": None, "p95_s": None, "max_s": None}
+    ys = sorted(xs)
+
+    def q(p):  # nearest rank
+        return ys[min(len(ys) - 1, max(0, int(np.ceil(p * len(ys))) - 1))]
+
+    return {"p50_s": round(q(0.50), 3), "p95_s": round(q(0.95), 3), "max_s": round(ys[-1], 3)}
+
+
+def _load(url: str, path: str, bodies: list[dict], concurrency: int, stop_at: float, timeout: float) -> dict:
+    """POST every body with ``concurrency`` clients; latencies of the answered ones, errors counted."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    lat: list[float] = []
+    errors: dict = {}
+    lock = threading.Lock()
+    local = threading.local()
+
+    def one(body):
+        if time.monotonic() > stop_at:
+            with lock:
+                errors["not sent (time limit)"] = errors.get("not sent (time limit)", 0) + 1
+            return
+        c = getattr(local, "client", None)
+        if c is None:
+            c = local.client = httpx.Client(base_url=url, timeout=timeout)
+        t0 = time.perf_counter()
+        try:
+            r = c.post(path, json=body)
+            why = None if r.status_code == 200 else f"HTTP {r.status_code}"
+        except httpx.HTTPError as e:
+            why = type(e).__name__
+        dt = time.perf_counter() - t0
+        with lock:
+            if why is None:
+                lat.append(dt)
+            else:
+                errors[why] = errors.get(why, 0) + 1
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, bodies))
+    wall = time.perf_counter() - t0
+    return {"requests": len(bodies), "ok": len(lat), "errors": sum(errors.values()), "error_kinds": errors,
+            **_quantiles(lat), "wall_s": round(wall, 2), "per_s": round(len(lat) / wall, 2) if wall else None}
+
+
+def bench_serve(*, model: str | None = None, count: int = 200, renders: int = 100, concurrency: int = 8,
+                max_tokens: int = 1000, slow_bars: int = 480, timeout: float = 60.0,
+                time_limit: float = 900.0, log=print) -> dict:
+    """``/api/sample`` and ``/api/render`` latencies of a real ``abcgen serve`` on loopback.
+
+    Four phases, each ``concurrency`` clients: samples alone, renders alone,
+    then each again while a slow render (a tune of ``slow_bars`` bars, fired
+    again whenever it ends or times out) is in flight.  The server is a child
+    process listening on 127.0.0.1 only, with ``--timeout timeout``; the whole
+    run is bounded by ``time_limit`` seconds (requests not sent by then are
+    counted as errors) and the counts by LIMITS_SERVE.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+
+    import httpx
+
+    from .errors import InputError
+
+    if not 1 <= count <= LIMITS_SERVE["count"] or not 1 <= renders <= LIMITS_SERVE["count"]:
+        raise InputError(f"--count and --renders must be between 1 and {LIMITS_SERVE['count']}")
+    if not 1 <= concurrency <= LIMITS_SERVE["concurrency"]:
+        raise InputError(f"--concurrency must be between 1 and {LIMITS_SERVE['concurrency']}")
+    if not 0 < time_limit <= LIMITS_SERVE["time_limit"]:
+        raise InputError(f"--time-limit must be above 0 and at most {LIMITS_SERVE['time_limit']} s")
+    from .render import MAX_BARS
+
+    if not 1 <= slow_bars <= MAX_BARS:
+        raise InputError(f"--slow-bars must be between 1 and {MAX_BARS} (longer tunes are refused at once)")
+    if not 0 < timeout <= 600:
+        raise InputError("--timeout must be above 0 and at most 600 s")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "abcgen", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--timeout", str(timeout)] + (["--model", str(model)] if model else [])
+    said = tempfile.TemporaryFile()
+    server = subprocess.Popen(cmd, stdout=said, stderr=said, env=dict(os.environ))
+    started = time.monotonic()
+    deadline = started + time_limit
+    try:
+        while True:
+            if server.poll() is not None:
+                said.seek(0)
+                lines = said.read().decode("utf-8", "replace").strip().splitlines()
+                raise InputError("the studio did not start: "
+                                 + (lines[-1] if lines else f"exit {server.returncode}"))
+            try:
+                info = httpx.get(url + "/api/model", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() - started > 120:
+                    raise InputError("the studio did not answer within 120 s") from None
+                time.sleep(0.2)
+        r: dict = {"model": info.get("name"), "count": count, "renders": renders, "concurrency": concurrency,
+                   "max_tokens": max_tokens, "slow_bars": slow_bars, "server_timeout_s": timeout}
+        samples = [{"seed": i, "count": 1, "max_tokens": max_tokens} for i in range(count)]
+        tunes = [{"abc": BENCH_TUNE.replace("X:1", f"X:{i + 1}", 1), "format": "svg"} for i in range(renders)]
+        slow = {"abc": "X:1\nT:Slow\nM:4/4\nL:1/8\nK:D\n" + "|".join(["ABcd efga"] * slow_bars) + "|]\n",
+                "format": "svg"}
+        # warm-up: the engraving process and each sampling thread's model
+        _load(url, "/api/render", tunes[:2], 1, deadline, timeout + 30)
+        _load(url, "/api/sample", samples[:2], 2, deadline, timeout + 30)
+
+        def phase(name, path, bodies, with_slow):
+            stop = threading.Event()
+            slow_runs: list = []
+
+            def keep_slow():
+                with httpx.Client(base_url=url, timeout=timeout + 30) as c:
+                    while not stop.is_set() and time.monotonic() < deadline:
+                        t0 = time.perf_counter()
+                        try:
+                            code = c.post("/api/render", json=slow).status_code
+                        except httpx.HTTPError as e:
+                            code = type(e).__name__
+                        slow_runs.append((code, round(time.perf_counter() - t0, 1)))
+
+            th = None
+            if with_slow:
+                th = threading.Thread(target=keep_slow, daemon=True)
+                th.start()
+                time.sleep(1.0)                     # the slow render is under way
+            res = _load(url, path, bodies, concurrency, deadline, timeout + 30)
+            stop.set()
+            if th is not None:
+                res["slow_renders"] = slow_runs + (["(in flight at the end)"] if th.is_alive() else [])
+                th.join(timeout + 35)
+            r[name] = res
+            log(f"{name:28s} {res['ok']:4d} ok {res['errors']:3d} errors   p50 {res['p50_s']} s  "
+                f"p95 {res['p95_s']} s  max {res['max_s']} s  ({res['per_s']}/s)"
+                + (f"   slow renders: {res['slow_renders']}" if with_slow else ""))
+
+        phase("sample", "/api/sample", samples, False)
+        phase("render", "/api/render", tunes, False)
+        phase("sample_with_slow_render", "/api/sample", samples, True)
+        phase("render_with_slow_render", "/api/render", tunes, True)
+        for kind in ("sample", "render"):
+            a, b = r[kind]["p95_s"], r[f"{kind}_with_slow_render"]["p95_s"]
+            r[f"{kind}_p95_ratio_with_slow_render"] = round(b / a, 2) if a and b else None
+        log(f"p95 with a slow render in flight / alone: sample {r['sample_p95_ratio_with_slow_render']}x, "
+            f"render {r['render_p95_ratio_with_slow_render']}x")
+        r["wall_s"] = round(time.monotonic() - started, 1)
+        return r
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+        said.close()

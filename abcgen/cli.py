@@ -331,6 +331,11 @@ def train(
     focal_gamma: Optional[float] = typer.Option(None, "--focal-gamma", help=f"pianoroll: focal loss gamma "
                                                                             f"{_d('focal_gamma')}."),
     max_pieces: Optional[int] = typer.Option(None, "--max-pieces", help="pianoroll: first N pieces only (0: all)."),
+    output_kind: Optional[str] = typer.Option(None, "--output", help="pianoroll: independent (a sigmoid per key) "
+                                                                     "| nade (the keys of a frame jointly) "
+                                                                     f"{_d('output')}."),
+    nade_hidden: Optional[int] = typer.Option(None, "--nade-hidden", help=f"pianoroll: hidden units of the NADE "
+                                                                          f"output {_d('nade_hidden')}."),
 ):
     """Train the LSTM on a prepared corpus, with a checkpoint every epoch.
 
@@ -355,7 +360,8 @@ def train(
                  seq_len=seq_len, lr=lr, patience=patience, seed=seed, transpose=transpose,
                  max_train_tokens=max_train_tokens, distribute=distribute)
     roll_opts = dict(window=window, frames=frames, pitches=pitches, onsets=onsets, loss=loss,
-                     pos_weight=pos_weight, focal_gamma=focal_gamma, max_pieces=max_pieces)
+                     pos_weight=pos_weight, focal_gamma=focal_gamma, max_pieces=max_pieces,
+                     output=output_kind, nade_hidden=nade_hidden)
     given.update({k: v for k, v in roll_opts.items() if v is not None})
     state = _trainer(out, fmt, resume)(out, given, resume=resume, log=log)
     log(f"done: best epoch {state.get('best_epoch')}, run in {out}")
@@ -447,13 +453,16 @@ def sample(
     top_k: int = typer.Option(0, "--top-k", help="Sample among the K likeliest tokens (0: all)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: the likeliest tokens up to this mass."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s",
-                                       help="Same seed, same tunes [a fresh one, printed on stderr]. "
+                                       help="Same seed, same tunes (default: a fresh one, printed on stderr). "
                                             "Each tune's title names its own seed."),
     meter: Optional[str] = typer.Option(None, "--meter", help="The tunes' meter, e.g. 6/8 [the model's choice]."),
     key: Optional[str] = typer.Option(None, "--key", help="The tunes' key: D, Dm, D minor, Ddor, Amix, F#m ..."),
     unit: Optional[str] = typer.Option(None, "--unit", help="The tunes' unit note length, e.g. 1/8."),
     bars: Optional[int] = typer.Option(None, "--bars",
-                                       help="About this many bars [the corpus's lengths for the meter]."),
+                                       help="About this many bars (default: the corpus's lengths for the meter)."),
+    form: Optional[str] = typer.Option(None, "--form",
+                                       help="Parts, e.g. AABB: two parts, each repeated (a letter once: not repeated)."),
+    part_bars: int = typer.Option(8, "--part-bars", help="Bars per part of --form."),
     changes: bool = typer.Option(False, "--allow-changes/--no-changes",
                                  help="Let the model change meter or key mid-tune."),
     tonic: bool = typer.Option(True, "--tonic-end/--any-end", help="End on the key's tonic."),
@@ -499,17 +508,20 @@ def sample(
 
     opts = S.SampleOptions(count=count, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                            meter=meter, key=key, unit=unit, prime=prime, max_tokens=max_tokens,
-                           constraints=constraints, changes=changes, tonic=tonic, bars=bars)
+                           constraints=constraints, changes=changes, tonic=tonic, bars=bars,
+                           form=form, part_bars=part_bars)
     S.check_options(opts)
-    if opts.seed is None:
+    fresh = opts.seed is None
+    if fresh:
         opts.seed = S.fresh_seed()
-        log(f"seed {opts.seed} (abcgen sample --seed {opts.seed} makes these tunes again)")
     if render is not None:
         from .render import format_of
 
         format_of(render)  # an unknown extension fails before any sampling
     m = S.Model(S.resolve_model(model))
     book = S.generate(m, opts)
+    if fresh:
+        log(f"seed {opts.seed} (abcgen sample --seed {opts.seed} makes these tunes again)")
     sys.stdout.write(book)
     sys.stdout.flush()
     if render is not None:
@@ -566,6 +578,31 @@ def bench_sample(
 
     r = bench.bench_sample(corpus=corpus, hidden=hidden, layers=layers, tokens=tokens, model_path=model,
                            log=lambda m: print(m, flush=True))
+    if json_out:
+        print_json_last(r)
+
+
+@bench_app.command("serve")
+@handled
+def bench_serve(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory or .npz [the shipped model]."),
+    count: int = typer.Option(200, "--count", "-n", help="Sample requests per phase (1 tune each)."),
+    renders: int = typer.Option(100, "--renders", help="Render requests per phase (a short jig, SVG)."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", help="Concurrent clients."),
+    max_tokens: int = typer.Option(1000, "--max-tokens", help="max_tokens of each sample request."),
+    slow_bars: int = typer.Option(480, "--slow-bars", help="Bars of the slow render kept in flight "
+                                                          "(at most render.MAX_BARS, 500)."),
+    timeout: float = typer.Option(60.0, "--timeout", help="The server's --timeout (s)."),
+    time_limit: float = typer.Option(900.0, "--time-limit", help="Bound on the whole run (s)."),
+    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
+):
+    """The studio on loopback: p50/p95/max and errors of /api/sample and /api/render, alone and
+    with a slow render in flight."""
+    from . import bench
+
+    r = bench.bench_serve(model=model, count=count, renders=renders, concurrency=concurrency,
+                          max_tokens=max_tokens, slow_bars=slow_bars, timeout=timeout,
+                          time_limit=time_limit, log=lambda m: print(m, flush=True))
     if json_out:
         print_json_last(r)
 

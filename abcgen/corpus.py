@@ -160,7 +160,7 @@ def canonicalize_item(item: tuple, transpose: str = "none") -> dict:
             from .abc.reader import parse_tune
 
             tune: Tune = payload
-            score = parse_tune(tune)
+            score = parse_tune(tune, rebar=True)   # bars moved to fit M:, or kept out
             title = tune.title
         else:
             from .convert import load_score
@@ -519,6 +519,15 @@ def _header_value(abc: str, field_name: str) -> str:
     return "?"
 
 
+KEPT_OUT = "bars do not fit the meter"
+
+
+def _body_field(abc: str, field_name: str) -> bool:
+    """Whether a canonical tune has a field line after its header (a change mid-tune)."""
+    body = abc.split("\nK:", 1)[1].split("\n", 1)[1] if "\nK:" in abc else ""
+    return any(ln.startswith(field_name + ":") for ln in body.split("\n"))
+
+
 def corpus_stats(m: Manifest, tunes, per_source, failures, dups, transpose) -> dict:
     from .abc import tokens
 
@@ -542,6 +551,7 @@ def corpus_stats(m: Manifest, tunes, per_source, failures, dups, transpose) -> d
         except AbcgenError as e:
             vocab[level] = f"error: {e}"
     cats = Counter(f["category"] for f in failures)
+    kept_out = Counter(f["category"] for f in failures if f["category"].startswith(KEPT_OUT))
     return {
         "corpus": m.name, "description": m.description, "abcgen": __version__,
         "transpose": transpose,
@@ -550,6 +560,11 @@ def corpus_stats(m: Manifest, tunes, per_source, failures, dups, transpose) -> d
         "parsed": sum(s["parsed"] for s in per_source.values()),
         "failed": len(failures),
         "failure_reasons": dict(cats.most_common()),
+        # tunes that parse but whose bars cannot be made to fit their meter (abcgen.abc.rebar)
+        "kept_out": dict(kept_out.most_common()),
+        # canonical tunes that change meter or key mid-tune (only where the source writes it)
+        "meter_changes": sum(1 for t in tunes if _body_field(t["abc"], "M")),
+        "key_changes": sum(1 for t in tunes if _body_field(t["abc"], "K")),
         "failures": failures,
         "duplicates": dups,
         "unique_tunes": len(tunes),
@@ -579,6 +594,12 @@ def format_stats(st: dict) -> str:
     for s, d in st["splits"].items():
         lines.append(f"{s:<8}{d['tunes']:>8}{d['chars']:>11}{d['char_tokens']:>11}{d['token_tokens']:>11}")
     lines.append(f"vocabulary (train): char {st['vocab_size'].get('char')}, token {st['vocab_size'].get('token')}")
+    if st.get("kept_out"):
+        lines.append("kept out of training (parsed, but bars cannot be made to fit the meter): "
+                     + ", ".join(f"{v} {k}" for k, v in st["kept_out"].items()))
+    if "meter_changes" in st:
+        lines.append(f"canonical tunes with a meter change {st['meter_changes']}, "
+                     f"with a key change {st['key_changes']}")
     lines.append("meters: " + ", ".join(f"{k} {v}" for k, v in list(st["meters"].items())[:10]))
     lines.append("keys: " + ", ".join(f"{k} {v}" for k, v in list(st["keys"].items())[:12]))
     c = st.get("cache", {})

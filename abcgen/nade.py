@@ -78,19 +78,24 @@ class Nade:
         return -(v * _log_sigmoid(z) + (1 - v) * _log_sigmoid(-z)).sum(axis=-1)
 
     def draw(self, context: np.ndarray, rng: np.random.Generator | None = None, *,
-             temperature: float = 1.0, greedy: bool = False) -> np.ndarray:
+             temperature: float = 1.0, threshold: float | None = None,
+             greedy: bool = False) -> np.ndarray:
         """Frames drawn jointly, key by key from low to high: context (B, U) -> (B, K) of 0/1.
 
-        ``greedy`` takes each key at p > 0.5 given the keys already decided: the model's own
-        decision, used for frame accuracy.  ``temperature`` divides every key's logit.
+        ``threshold`` takes each key whose probability, given the keys already decided, is above
+        it; ``greedy`` is threshold 0.5, the model's own decision (used for frame accuracy).
+        Otherwise each key is a Bernoulli draw of sigmoid(logit / temperature).
         """
+        if greedy:
+            threshold = 0.5
+        cut = None if threshold is None else float(np.log(threshold / (1 - threshold)))
         c = np.atleast_2d(np.asarray(context, np.float64))
         bv, a = self.biases(c)
         out = np.zeros((c.shape[0], self.keys), np.float64)
         for d in range(self.keys):
             z = bv[:, d] + _sigmoid(a) @ self.V[:, d]
-            if greedy:
-                on = z > 0.0
+            if cut is not None:
+                on = z > cut
             else:
                 on = rng.random(c.shape[0]) < _sigmoid(z / temperature)
             out[:, d] = on
@@ -100,18 +105,45 @@ class Nade:
 
 def keras_layer():
     """The Keras layer class (built on first use; importing this module needs no TensorFlow)."""
-    global _LAYER
-    if _LAYER is None:
-        _LAYER = _build_layer()
-    return _LAYER
+    return _layers()[0]
 
 
-_LAYER = None
+def columns_layer():
+    """A Keras layer that keeps columns [start, stop) of its input's last axis."""
+    return _layers()[1]
 
 
-def _build_layer():
+_LAYERS = None
+
+
+def _layers():
+    global _LAYERS
+    if _LAYERS is None:
+        _LAYERS = _build_layers()
+    return _LAYERS
+
+
+def _build_layers():
     import keras
     from keras import ops
+
+    @keras.saving.register_keras_serializable(package="abcgen", name="Columns")
+    class Columns(keras.layers.Layer):
+        """Columns [start, stop) of the last axis (the model's one input holds the past frames
+        and, for the NADE, the true frame to condition each key on)."""
+
+        def __init__(self, start: int, stop: int, **kw):
+            super().__init__(**kw)
+            self.start, self.stop = int(start), int(stop)
+
+        def call(self, x):
+            return x[..., self.start:self.stop]
+
+        def compute_output_shape(self, shape):
+            return tuple(shape[:-1]) + (self.stop - self.start,)
+
+        def get_config(self):
+            return dict(super().get_config(), start=self.start, stop=self.stop)
 
     @keras.saving.register_keras_serializable(package="abcgen", name="NadeOutput")
     class NadeOutput(keras.layers.Layer):
@@ -151,4 +183,4 @@ def _build_layer():
             return {f"nade/{w}": np.asarray(getattr(self, w).numpy(), np.float32)
                     for w in ("W", "V", "bv_kernel", "bv_bias", "bh_kernel", "bh_bias")}
 
-    return NadeOutput
+    return NadeOutput, Columns

@@ -528,16 +528,22 @@ def log_sigmoid(x: np.ndarray) -> np.ndarray:
     return -np.logaddexp(0.0, -x)
 
 
-def roll_counts(y: np.ndarray, logits: np.ndarray, threshold: float = 0.5) -> dict:
+def roll_counts(y: np.ndarray, logits: np.ndarray, threshold: float = 0.5,
+                decisions: np.ndarray | None = None) -> dict:
     """Sums over frames: TP, FP, FN, TN at the threshold, total NLL in nats, frames.
 
     NLL of a frame = sum over its columns of -log p(y | logits) (Bernoulli), the
-    benchmark's per-frame figure; the threshold applies to the probability.
+    benchmark's per-frame figure; the threshold applies to the probability.  A model
+    whose decisions are not the logits at a threshold (a NADE) passes them as
+    ``decisions`` (0/1, the shape of y).
     """
     y = np.asarray(y, np.float64).reshape(-1, np.shape(y)[-1])
     z = np.asarray(logits, np.float64).reshape(y.shape)
     nll = -(y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z)).sum()
-    pred = z > math.log(threshold / (1 - threshold))
+    if decisions is not None:
+        pred = np.asarray(decisions).reshape(y.shape) > 0.5
+    else:
+        pred = z > math.log(threshold / (1 - threshold))
     truth = y > 0.5
     tp = int(np.sum(pred & truth))
     fp = int(np.sum(pred & ~truth))
@@ -603,13 +609,23 @@ class RollLSTM:
         self.layers = int(self.meta["layers"])
         self.hidden = int(self.meta["hidden"])
         self.enc = Encoding(**self.meta["encoding"])
+        self.nade = None
+        if self.meta.get("output", "independent") == "nade":
+            from .nade import Nade
+
+            try:
+                self.nade = Nade.from_arrays(self.w)
+            except (KeyError, ValueError) as e:
+                raise InputError(f"a NADE piano-roll model without its NADE weights ({e})",
+                                 file=str(path)) from None
 
     def initial_state(self):
         return [(np.zeros((1, self.hidden), np.float32), np.zeros((1, self.hidden), np.float32))
                 for _ in range(self.layers)]
 
     def step(self, x: np.ndarray, state):
-        """One input frame (width + 1) -> logits of the next frame, new state."""
+        """One input frame (width + 1) -> logits of the next frame (for a NADE output: the top
+        LSTM's output, the context its keys are drawn from), new state."""
         h_in = np.asarray(x, np.float32).reshape(1, -1)
         new = []
         u = self.hidden
@@ -621,7 +637,19 @@ class RollLSTM:
             h = og * np.tanh(c)
             new.append((h, c))
             h_in = h
+        if self.nade is not None:
+            return h_in[0], new
         return (h_in @ self.w["logits/kernel"] + self.w["logits/bias"])[0], new
+
+    def draw(self, out: np.ndarray, rng, *, temperature: float = 1.0,
+             threshold: float | None = None) -> np.ndarray:
+        """The next frame from what step returned: Bernoulli draws at the temperature, or
+        the keys above the threshold; a NADE draws the keys of the frame jointly."""
+        if self.nade is not None:
+            return self.nade.draw(out[None], rng, temperature=temperature, threshold=threshold)[0] > 0.5
+        if threshold is not None:
+            return _sigmoid(out) > threshold
+        return rng.random(self.enc.width) < _sigmoid(out / temperature)
 
 
 def sample_roll(m: RollLSTM, prime: np.ndarray, length: int, *, temperature: float = 1.0,
@@ -644,10 +672,7 @@ def sample_roll(m: RollLSTM, prime: np.ndarray, length: int, *, temperature: flo
     logits, state = m.step(last, state)
     out = np.zeros((length, enc.width), np.uint8)
     for t in range(length):
-        if threshold is not None:
-            frame = _sigmoid(logits) > threshold
-        else:
-            frame = rng.random(enc.width) < _sigmoid(logits / temperature)
+        frame = m.draw(logits, rng, temperature=temperature, threshold=threshold)
         if enc.onsets:
             frame[:enc.pitches] |= frame[enc.pitches:]
         out[t] = frame

@@ -37,6 +37,7 @@ from .runs import (RollConfig, RunDir, check_out, epoch_loop, fit_epoch, fresh_s
                    quiet_tensorflow, replicas, resolve_config, strategy_scope, worker_dir)
 
 LOSSES = ("bce", "focal")
+OUTPUTS = ("independent", "nade")
 TRAIN_EVAL_FRAMES = 20000   # train metrics over the first pieces up to this many frames
 
 # Published JSB Chorales test figures: NLL per frame, frame accuracy % (None: not reported).
@@ -69,6 +70,14 @@ def settle(cfg: RollConfig) -> RollConfig:
         raise InputError(f"--window must be at least 2 frames, not {cfg.window}")
     if cfg.layers < 1 or cfg.hidden < 1 or cfg.batch_size < 1:
         raise InputError("--layers, --hidden and --batch-size must be positive")
+    if cfg.output not in OUTPUTS:
+        raise InputError(f"--output must be one of {', '.join(OUTPUTS)}, not {cfg.output!r}")
+    if cfg.output == "nade":
+        if cfg.nade_hidden < 1:
+            raise InputError("--nade-hidden must be positive")
+        if cfg.loss != "bce" or cfg.pos_weight != 1.0:
+            raise InputError("--output nade is trained on its exact likelihood: it takes neither "
+                             "--loss focal nor --pos-weight")
     return cfg
 
 
@@ -105,22 +114,58 @@ def _loss_class():
     return RollLoss
 
 
-RollLoss = _loss_class()
+_ROLL_LOSS = None
 
 
-def build_roll_model(width: int, *, hidden: int = 512, layers: int = 1, dropout: float = 0.2):
-    """Frames (width + start column) in, next-frame logits (width) out."""
+def roll_loss():
+    """The loss class, built (and registered with Keras) on first use, so that importing this
+    module loads no TensorFlow: TensorFlow's start-up lines are silenced only when
+    runs.quiet_tensorflow loads it first."""
+    global _ROLL_LOSS
+    if _ROLL_LOSS is None:
+        _ROLL_LOSS = _loss_class()
+    return _ROLL_LOSS
+
+
+def register_custom_objects() -> None:
+    """What a saved roll model needs registered before keras.models.load_model reads it."""
+    from .nade import keras_layer
+
+    roll_loss()
+    keras_layer()
+
+
+def __getattr__(name):
+    if name == "RollLoss":
+        return roll_loss()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_roll_model(width: int, *, hidden: int = 512, layers: int = 1, dropout: float = 0.2,
+                     output: str = "independent", nade_hidden: int = 150):
+    """Frames (width + start column) in, next-frame logits (width) out.
+
+    With ``output="nade"`` the input also carries the true next frame (width more columns), and
+    each key's logit is conditioned on the keys below it in that frame (abcgen.nade): the
+    model's loss is then the exact negative log-likelihood of the frame."""
     import keras
 
-    inputs = keras.Input(shape=(None, width + 1), dtype="float32", name="frames")
-    x = inputs
+    from .nade import columns_layer, keras_layer
+
+    cols = width + 1 + (width if output == "nade" else 0)
+    inputs = keras.Input(shape=(None, cols), dtype="float32", name="frames")
+    x = inputs if output != "nade" else columns_layer()(0, width + 1, name="past")(inputs)
     for i in range(layers):
         # The cuDNN-eligible settings, as in abcgen.model.build_text_model.
         x = keras.layers.LSTM(hidden, activation="tanh", recurrent_activation="sigmoid",
                               recurrent_dropout=0.0, unroll=False, use_bias=True,
                               return_sequences=True, name=f"lstm_{i}")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(width, name="logits")(x)
+    if output == "nade":
+        frame = columns_layer()(width + 1, cols, name="frame")(inputs)
+        outputs = keras_layer()(keys=width, hidden=nade_hidden, name="nade")([x, frame])
+    else:
+        outputs = keras.layers.Dense(width, name="logits")(x)
     return keras.Model(inputs, outputs, name="abcgen_pianoroll")
 
 
@@ -129,11 +174,21 @@ def new_model(cfg: RollConfig, width: int):
 
     keras.utils.set_random_seed(cfg.seed)
     with strategy_scope(cfg):
-        model = build_roll_model(width, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout)
+        model = build_roll_model(width, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout,
+                                 output=cfg.output, nade_hidden=cfg.nade_hidden)
         gamma = cfg.focal_gamma if cfg.loss == "focal" else 0.0
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, clipnorm=cfg.clipnorm),
-                      loss=RollLoss(pos_weight=cfg.pos_weight, gamma=gamma))
+                      loss=roll_loss()(pos_weight=cfg.pos_weight, gamma=gamma))
     return model
+
+
+def is_nade(model) -> bool:
+    return any(layer.name == "nade" for layer in model.layers)
+
+
+def with_frames(x: np.ndarray, y: np.ndarray, model) -> np.ndarray:
+    """The model's input: the past frames, and for a NADE output the true frames beside them."""
+    return np.concatenate([x, y.astype(np.float32)], axis=-1) if is_nade(model) else x
 
 
 def init_output_bias(model, rolls: list) -> None:
@@ -145,7 +200,7 @@ def init_output_bias(model, rolls: list) -> None:
     """
     y = np.concatenate(rolls).astype(np.float64)
     p = np.clip(y.mean(axis=0), 1e-4, 1 - 1e-4)
-    bias = model.get_layer("logits").bias
+    bias = model.get_layer("nade").bv_bias if is_nade(model) else model.get_layer("logits").bias
     bias.assign(np.log(p / (1 - p)).astype(np.float32))
 
 
@@ -165,10 +220,16 @@ def export_npz(model, path: Path, meta: dict) -> None:
         for name in ("kernel", "recurrent_kernel", "bias"):
             arrays[f"lstm_{i}/{name}"] = np.array(getattr(cell, name).numpy(), np.float32)
         i += 1
-    dense = model.get_layer("logits")
-    arrays["logits/kernel"] = np.array(dense.kernel.numpy(), np.float32)
-    arrays["logits/bias"] = np.array(dense.bias.numpy(), np.float32)
-    meta = dict(meta, kind="pianoroll", layers=i, hidden=int(arrays["lstm_0/recurrent_kernel"].shape[0]))
+    if is_nade(model):
+        arrays.update(model.get_layer("nade").arrays())
+        output = "nade"
+    else:
+        dense = model.get_layer("logits")
+        arrays["logits/kernel"] = np.array(dense.kernel.numpy(), np.float32)
+        arrays["logits/bias"] = np.array(dense.bias.numpy(), np.float32)
+        output = "independent"
+    meta = dict(meta, kind="pianoroll", layers=i, output=output,
+                hidden=int(arrays["lstm_0/recurrent_kernel"].shape[0]))
     arrays["__meta__"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -200,18 +261,35 @@ def epoch_windows(rolls: list, cfg: RollConfig, epoch: int) -> tuple[np.ndarray,
 
 
 def evaluate_rolls(model, rolls: list, batch_size: int = 32) -> dict:
-    """Counts over whole pieces, each from its start frame (full history for every frame)."""
+    """Counts over whole pieces, each from its start frame (full history for every frame).
+
+    The NLL is exact for both outputs.  The decisions (FP, FN, frame accuracy) are the model's
+    own: keys above probability 0.5 for independent keys; for a NADE, each key decided at 0.5
+    given the keys below it as the model decided them (not as they are in the true frame)."""
+    import keras
+
+    nade = is_nade(model)
+    if nade:
+        from .nade import Nade
+
+        joint = Nade.from_arrays(model.get_layer("nade").arrays())
+        context = keras.Model(model.inputs[0], model.get_layer("dropout").output)
     order = sorted(range(len(rolls)), key=lambda i: len(rolls[i]))
     counts: dict = {}
     for s in range(0, len(order), batch_size):
         batch = [rolls[i] for i in order[s:s + batch_size]]
         n = max(len(r) for r in batch)
-        x = np.zeros((len(batch), n, batch[0].shape[1] + 1), np.float32)
+        w = batch[0].shape[1]
+        x = np.zeros((len(batch), n, w + 1 + (w if nade else 0)), np.float32)
         for j, r in enumerate(batch):
-            x[j, :len(r)] = model_input(r)
+            x[j, :len(r), :w + 1] = model_input(r)
+            if nade:
+                x[j, :len(r), w + 1:] = r
         logits = np.asarray(model(x, training=False))
+        ctx = np.asarray(context(x, training=False)) if nade else None
         for j, r in enumerate(batch):
-            counts = add_counts(counts, roll_counts(r, logits[j, :len(r)]))
+            decided = joint.draw(ctx[j, :len(r)], greedy=True) if nade else None
+            counts = add_counts(counts, roll_counts(r, logits[j, :len(r)], decisions=decided))
     return counts
 
 
@@ -255,6 +333,7 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
 
     if resume:
         state = run.read_json("state.json")
+        register_custom_objects()
         model = load_model(run.path / state["checkpoint"], cfg)
         model.optimizer.learning_rate.assign(state["lr"])
         log(f"resuming {run.path} after epoch {state['epoch']} (lr {state['lr']:.3g})")
@@ -268,12 +347,13 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     nframes = {s: sum(len(r) for r in rolls[s]) for s in SPLITS}
     log(f"{cfg.corpus}: {len(rolls['train'])} train pieces ({nframes['train']:,} frames), "
         f"{len(rolls['valid'])} valid ({nframes['valid']:,}); roll {enc.to_dict()}, {enc.width} columns; "
-        f"model {cfg.layers}x{cfg.hidden}, {model.count_params():,} parameters; "
+        f"model {cfg.layers}x{cfg.hidden}" + (f" + NADE {cfg.nade_hidden}" if cfg.output == "nade" else "")
+        + f", {model.count_params():,} parameters; "
         f"loss {cfg.loss}, pos_weight {cfg.pos_weight}")
 
     def one_epoch(epoch: int):
         x, y = epoch_windows(rolls["train"], cfg, epoch)
-        tloss, wall = fit_epoch(model, x, y, cfg, nrep, quiet_verbose=0)
+        tloss, wall = fit_epoch(model, with_frames(x, y, model), y, cfg, nrep, quiet_verbose=0)
         tm = roll_metrics(evaluate_rolls(model, train_eval))
         vm = roll_metrics(evaluate_rolls(model, rolls["valid"]))
         row = {"epoch": epoch, "train_loss": round(tloss, 6)}
@@ -329,6 +409,7 @@ def evaluate_run(run_dir: Path, *, corpus: str | None = None, split: str = "test
     if not best.is_file():
         raise InputError(f"{run.path} has no best.keras yet (no epoch finished)")
     quiet_tensorflow()
+    register_custom_objects()
     model = load_model(best)
     m = roll_metrics(evaluate_rolls(model, pieces))
     state = run.read_json("state.json") if run.exists() else {}
@@ -336,6 +417,7 @@ def evaluate_run(run_dir: Path, *, corpus: str | None = None, split: str = "test
             "pieces": len(pieces), "frames": sum(len(p) for p in pieces),
             "encoding": encoding(cfg).to_dict(), "layers": cfg.layers, "hidden": cfg.hidden,
             "window": cfg.window, "loss": cfg.loss, "pos_weight": cfg.pos_weight,
+            "output": cfg.output,
             "best_epoch": state.get("best_epoch"),
             "nll_per_frame": round(m["nll_per_frame"], 4),
             "frame_accuracy_pct": round(100 * m["frame_accuracy"], 2),
@@ -344,7 +426,8 @@ def evaluate_run(run_dir: Path, *, corpus: str | None = None, split: str = "test
 
 def format_report(r: dict) -> str:
     lines = [f"{r['split']} split of {r['corpus']}: {r['pieces']} pieces, {r['frames']:,} frames",
-             f"  LSTM {r['layers']}x{r['hidden']} (window {r['window']}, {r['loss']}, pos_weight "
+             f"  LSTM {r['layers']}x{r['hidden']}"
+             f"{' + NADE output' if r.get('output') == 'nade' else ''} (window {r['window']}, {r['loss']}, pos_weight "
              f"{r['pos_weight']}, epoch {r['best_epoch']}): NLL {r['nll_per_frame']:.3f} per frame, "
              f"frame accuracy {r['frame_accuracy_pct']:.2f} %, FP {r['fp']}, FN {r['fn']}"]
     if is_jsb(r["corpus"]) and r["split"] == "test":

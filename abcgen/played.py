@@ -8,7 +8,9 @@ For each tune of a corpus (or tune book, or folder):
   are stripped from its music lines (abcgen drops them; abc2midi would play
   grace notes and some chord symbols);
 * *canonical*: the notes abc2midi plays from abcgen's canonical text of the
-  tune (``write_abc`` of what ``parse_abc`` reads);
+  tune as the corpus has it (``write_abc`` of ``parse_abc(..., rebar=True)``;
+  a tune kept out of training because its bars cannot fit the meter is
+  written as the source bars it);
 * *ours*: the notes of abcgen's own reading, repeats and endings played out
   (``abcgen.render.played``, as the MIDI out does).
 
@@ -28,6 +30,7 @@ import time
 from collections import Counter, defaultdict
 from fractions import Fraction
 
+from .corpus import KEPT_OUT
 from .errors import AbcgenError
 
 _SHORTHAND = re.compile(r"\[[A-Za-z]:[^\]]*\]|[~.HLMOPSTuv]")
@@ -100,7 +103,18 @@ def check_tune(tune, workdir: str, reader: str = "abcgen") -> dict:
     parse = parse_abc if reader == "abcgen" else parse_abc_music21
     t = time.perf_counter()
     try:
-        score = parse(tune.text, file=tune.file, x=tune.x, line=tune.line)
+        if reader == "abcgen":
+            # the corpus form: bars moved to fit the meter (abcgen.abc.rebar); a tune
+            # that cannot be re-barred (kept out of training) is checked as written
+            try:
+                score = parse(tune.text, file=tune.file, x=tune.x, line=tune.line, rebar=True)
+            except AbcgenError as e:
+                if not e.message.startswith(KEPT_OUT):
+                    raise
+                r["kept_out"] = True
+                score = parse(tune.text, file=tune.file, x=tune.x, line=tune.line)
+        else:
+            score = parse(tune.text, file=tune.file, x=tune.x, line=tune.line)
     except AbcgenError as e:
         r["status"] = "our reader cannot read the source"
         r["reason"] = e.message
@@ -123,7 +137,7 @@ def check_tune(tune, workdir: str, reader: str = "abcgen") -> dict:
             # abc2midi plays such a section its own way (it skips the first ending, or
             # jumps back to the tune's start): see README, "Reading ABC"
             r["status"] = ("source has an end repeat without a start repeat in a tune with "
-                           "endings (abc2midi's own reading)")
+                           "endings or voices (abc2midi's own reading)")
         r["reason"] = _first_diff(want, ours)
     elif can["rc"] != 0 or not can["notes"]:
         r["status"] = "abc2midi cannot play the canonical text"
@@ -200,6 +214,7 @@ def summarize(results: list[dict]) -> dict:
         "identical_pct": round(100 * same / len(checked), 2) if checked else 0.0,
         "differences": {k: v for k, v in status.most_common() if k != "identical"},
         "read_ms_per_tune": round(1000 * sum(secs) / len(secs), 2) if secs else None,
+        "kept_out": sum(1 for r in results if r.get("kept_out")),
     }
     return {"summary": s, "examples": dict(examples)}
 
@@ -209,6 +224,9 @@ def format_report(rep: dict) -> str:
     lines = [f"played over {s['corpus']} ({s['reader']} reader): {s['tunes']} of {s['corpus_tunes']} tunes, "
              f"{s['checked']} that abc2midi plays; identical {s['identical']} = {s['identical_pct']:.2f} %; "
              f"reading {s['read_ms_per_tune']} ms per tune; {s['wall_s']:.0f} s"]
+    if s.get("kept_out"):
+        lines.append(f"  ({s['kept_out']} tunes whose bars cannot be made to fit the meter, kept out of "
+                     "training, are checked as written)")
     for k, v in s["differences"].items():
         lines.append(f"  {v:6d}  {k}")
         for ex in rep["examples"].get(k, []):

@@ -90,6 +90,32 @@ def format_of(path: str | Path) -> str:
 # --------------------------------------------------------------------------- public API
 
 
+# music21's ABC import beams every measure with a search that rebuilds a tree of the whole part
+# (makeBeams -> getContextByClass), so its time grows with the square of the bars: 100 bars
+# parse in about 1 s, 400 in 7 s, 2,000 in minutes.  Folk tunes have 8 to 64 bars.
+MAX_BARS = 500
+
+
+def bar_count(tune: Tune) -> int:
+    """About how many bars a tune has: its bar lines outside header and comment lines."""
+    import re
+
+    n = 0
+    for line in tune.text.split("\n"):
+        if re.match(r"^\s*(%|[A-Za-z]:)", line):
+            continue
+        n += len(re.findall(r":*\|+[\]:]*|\[\|", line))
+    return n
+
+
+def check_length(tune: Tune) -> None:
+    bars = bar_count(tune)
+    if bars > MAX_BARS:
+        raise InputError(f"the tune has about {bars} bars; abcgen renders at most {MAX_BARS} "
+                         "(music21's reading time grows with the square of the bars: split the tune)",
+                         file=tune.file, tune=tune.x, line=tune.line)
+
+
 class RenderFailed(AbcgenError):
     """Some tunes of a book could not be rendered: the others were written.
 
@@ -139,6 +165,7 @@ def render_file(abc_path: str | Path, out_path: str | Path, tune: int | str | No
     parsed = []
     for i, t in enumerate(tunes):
         try:
+            check_length(t)
             parsed.append((i, t, parse_tune(t)))
         except AbcgenError as e:
             from .convert import book_lines_of, locate

@@ -1,12 +1,13 @@
 """``abcgen check roundtrip``: the reader and the writer checked over a whole corpus.
 
-For every tune music21 parses: parse(write(parse(abc))) must give the same
+For every tune abcgen's reader reads: parse(write(parse(abc))) must give the same
 sounding notes as parse(abc) (onset, duration, pitch per part; ties merged,
 grace notes aside).  Independently, abc2midi (Debian package abcmidi) must
 accept the canonical text without errors, and the notes it plays must be the
-notes music21 reads from that text.  abc2midi plays repeats; music21 keeps
+notes abcgen reads from that text.  abc2midi plays repeats; the Score keeps
 them as marks, so abc2midi is given the canonical text with repeat marks
-removed (the notes as written, once).
+removed (the notes as written, once).  ``abcgen check played``
+(``abcgen.played``) compares the played-out notes with the source's.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def summarize(results: list[dict], name: str, use_abc2midi: bool) -> dict:
 def format_report(rep: dict) -> str:
     s = rep["summary"]
     lines = [f"round trip over corpus {s['corpus']}: {s['tunes']} tunes, "
-             f"{s['source_parsed']} parsed by music21 ({s['source_does_not_parse']} do not parse)",
+             f"{s['source_parsed']} read ({s['source_does_not_parse']} do not parse)",
              f"  exact: {s['exact']} tunes = {s['exact_pct']:.2f} % of parsed tunes; "
              f"notes exact {s['notes_exact_pct']:.2f} % of {s['notes']}"]
     for k, v in s["mismatch"].items():

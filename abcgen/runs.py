@@ -100,9 +100,11 @@ class RollConfig(RunConfig):
     epochs: int = 100
     patience: int = 5
     max_pieces: int = 0     # 0: all; else the first N pieces of the corpus (quick runs)
+    output: str = "independent"  # independent sigmoids per key | nade (the keys of a frame jointly)
+    nade_hidden: int = 150  # hidden units of the NADE output
 
     frozen: ClassVar[tuple] = ("format", "corpus", "frames", "pitches", "onsets", "layers", "hidden",
-                               "max_pieces", "loss", "pos_weight", "focal_gamma")
+                               "max_pieces", "loss", "pos_weight", "focal_gamma", "output", "nade_hidden")
 
 
 FORMATS: dict[str, type] = {"abc": TrainConfig, "pianoroll": RollConfig}
@@ -295,21 +297,12 @@ def share(path: Path) -> None:
 
 def check_out(out: Path) -> None:
     """--out must be a folder that is or can be made writable: one line (exit 2) before any work."""
-    import tempfile
+    from .fileio import check_writable_dir
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a run folder; choose another --out")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise InputError(f"--out {out}: {probe} is a file, not a folder")
-    try:
-        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise InputError(f"--out {out} is not writable: {e.strerror or e}") from None
+    check_writable_dir(out, "--out")
 
 
 DISTRIBUTE = ("none", "mirrored", "multiworker")

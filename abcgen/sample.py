@@ -60,6 +60,8 @@ class SampleOptions:
     changes: bool = False        # allow meter and key changes in the body
     tonic: bool = True           # end on the key's tonic
     bars: int | None = None      # about this many bars (None: the corpus's lengths for the meter)
+    form: str | None = None      # parts, e.g. 'AABB' (a doubled letter: a repeated part)
+    part_bars: int = 8           # bars per part of the form
 
 
 def check_options(opts: SampleOptions) -> None:
@@ -80,8 +82,34 @@ def check_options(opts: SampleOptions) -> None:
         raise InputError("--max-tokens must be positive")
     if opts.bars is not None and not 1 <= opts.bars <= 1000:
         raise InputError("--bars must be between 1 and 1000")
+    if opts.form is not None:
+        form_parts(opts.form)
+        if opts.bars is not None:
+            raise InputError("--bars and --form both set the length: give one")
+        if not opts.constraints:
+            raise InputError("--form needs the constraints (drop --no-constraints)")
+    if not 1 <= opts.part_bars <= 64:
+        raise InputError("--part-bars must be between 1 and 64")
     if opts.seed is not None and not 0 <= opts.seed < 2**63:
         raise InputError(f"--seed must be between 0 and 2**63-1, not {opts.seed}")
+
+
+def form_parts(form: str) -> list[bool]:
+    """The parts of a --form such as 'AABB' (two parts, each repeated), 'AB' or
+    'AABBCC': per part, whether it is repeated.  A letter doubled is a part played
+    twice (written once between |: and :|); InputError for anything else."""
+    f = form.strip().upper()
+    if not re.fullmatch(r"[A-Z]+", f):
+        raise InputError(f"--form {form!r}: write the parts as letters, e.g. AABB or AB")
+    parts, i = [], 0
+    while i < len(f):
+        rep = i + 1 < len(f) and f[i + 1] == f[i]
+        parts.append(rep)
+        i += 2 if rep else 1
+    letters = [ch for k, ch in enumerate(f) if k == 0 or f[k - 1] != ch]
+    if len(set(letters)) != len(letters) or len(parts) > 8:
+        raise InputError(f"--form {form!r}: each part once (a doubled letter repeats it), at most 8 parts")
+    return parts
 
 
 def fresh_seed() -> int:
@@ -484,7 +512,8 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     bos, eos = vocab.bos_id, vocab.eos_id
     cons = None if c0 is None else [c0.copy() for _ in range(n)]
 
-    # Each tune's length target, drawn from its own generator (not the one of its tokens).
+    # Each tune's length target in bar lines, drawn from its own generator (not the one
+    # of its tokens).
     targets: list = [opts.bars] * n
     if opts.bars is None:
         target_rngs = [np.random.default_rng([x, 1]) for x in seeds]
@@ -498,6 +527,54 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     budget = max(opts.max_tokens - len(head_ids), 1)
     closing = np.zeros(n, dtype=bool)
     final_ids = np.asarray([i for i, x in enumerate(vocab.symbols) if x == "|]"], dtype=np.int64)
+    # Bar lines written so far, counted as tunestats.bar_lines counts them (the
+    # unit of the corpus's lengths): every bar token but a line-start ending '[2'.
+    is_bar_line = np.zeros(len(vocab.symbols), dtype=bool)
+    for i, x in enumerate(vocab.symbols):
+        is_bar_line[i] = "|" in x or x == "::"
+    lines = [sum(bool(is_bar_line[t]) for t in head_ids)] * n
+
+    def written(i):
+        """The tune's length so far in the unit of its target: complete bars for
+        --bars (as a musician counts them), else bar lines (as the corpus table)."""
+        return cons[i].bars if opts.bars is not None else lines[i]
+
+    parts = form_parts(opts.form) if opts.form else None
+    part_idx = [0] * n
+    sym_ids = {x: i for i, x in enumerate(vocab.symbols)}
+    bar_ids = np.asarray([i for i, x in enumerate(vocab.symbols) if "|" in x or x == "::"
+                          or re.fullmatch(r"\[\d.*", x)], dtype=np.int64)
+
+    def form_row(i, row):
+        """The --form's rule on a mask row: plain bars inside a part, the part's
+        closing bar (:| for a repeated part, || between unrepeated ones, |] at the
+        end) after its last bar, |: only to open a repeated part, no end before
+        the last part is done."""
+        c, p = cons[i], part_idx[i]
+        if p >= len(parts):
+            return row
+        original = row
+        want = np.zeros(len(row), dtype=bool)
+        if c.part_bars + 1 >= opts.part_bars and not c.at_bar:
+            closer = ":|" if parts[p] else ("|]" if p == len(parts) - 1 else "||")
+            want[sym_ids.get(closer, 0)] = closer in sym_ids
+            if "-" in sym_ids:                # a tie cannot cross the part's end
+                row = row.copy()
+                row[sym_ids["-"]] = False
+        else:
+            want[sym_ids.get("|", 0)] = "|" in sym_ids
+            if c.at_bar and c.part_bars + 1 >= opts.part_bars and "\n" in sym_ids:
+                # the last bar on the line before it: a line of one letter may not
+                # take ':|' ('F:|' reads as a field); the full mask, as the closing
+                # one offers only the newline here
+                row = c.mask_view(False).copy()
+                row[sym_ids["\n"]] = False
+            if parts[p] and c.at_bar and c.part_bars == 0:
+                want[sym_ids.get("|:", 0)] = "|:" in sym_ids
+        new = row.copy()
+        new[bar_ids] &= want[bar_ids]
+        new[eos] = False
+        return new if new.any() else original
 
     def masks(active, steps):
         if cons is None:
@@ -505,16 +582,23 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
         rows = []
         for i in active:
             c = cons[i]
+            if parts is not None:
+                p = part_idx[i]
+                if not closing[i] and (steps >= budget or p >= len(parts) or (
+                        p == len(parts) - 1 and c.at_bar and c.part_bars + 1 >= opts.part_bars)):
+                    closing[i] = True
+                rows.append(form_row(i, c.mask_view(bool(closing[i]))))
+                continue
             if not closing[i]:
                 if steps >= budget:
                     closing[i] = True
                 elif c.at_bar:
                     if targets[i] is None and c.bar_length() is not None:
                         targets[i] = target_bars(_meter_of(vocab, out[i]), target_rngs[i])
-                    if targets[i] is not None and c.bars >= targets[i] - 1:
+                    if targets[i] is not None and written(i) >= targets[i] - 1:
                         closing[i] = True
             row = c.mask_view(bool(closing[i]))
-            if not closing[i] and targets[i] is not None and c.bars < targets[i] - 1 \
+            if not closing[i] and targets[i] is not None and written(i) < targets[i] - 1 \
                     and (row[eos] or row[final_ids].any()):
                 short = row.copy()            # too short yet: no end, no |]
                 short[eos] = False
@@ -532,8 +616,8 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
             return mask
         for j, i in enumerate(active):
             c = cons[i]
-            if closing[i] or not c.end_refused or c.bars < 2 or (
-                    targets[i] is not None and c.bars < targets[i] - 1):
+            if closing[i] or parts is not None or not c.end_refused or c.bars < 2 or (
+                    targets[i] is not None and written(i) < targets[i] - 1):
                 continue
             z = logits[j].astype(np.float64) / max(opts.temperature, 1e-6)
             z = np.exp(z - z.max())
@@ -585,6 +669,9 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
             if cons is not None:
                 for j in keep:
                     cons[before[j]].advance(int(tok[j]))
+                    lines[before[j]] += bool(is_bar_line[tok[j]])
+                    if parts is not None and vocab.symbols[tok[j]] in (":|", "||", "|]"):
+                        part_idx[before[j]] += 1
                 mask = masks(active, steps)
             logits, state = fut.result() if fut is not None else model.net.step(nxt, state)
             mask = wants_end(active, logits, mask)

@@ -24,7 +24,8 @@ Keeping the server responsive:
 * each pool thread has its own copy of the model, because the NumPy LSTM
   keeps scratch buffers that two threads must not share; music21 parsing and
   verovio engraving run one at a time (``_ENGRAVING``, and one engraving
-  worker process), as neither says it is safe to run in two threads at once.
+  worker process each), as neither says it is safe to run in two threads at once;
+  two engraving processes (``Engravers``) let a quick render pass a slow one.
 
 Safety: only requests whose ``Host`` is a name the studio serves (localhost,
 127.0.0.1, [::1], the address it listens on) are answered, else a 400, so a
@@ -138,8 +139,14 @@ def parse_book(text: str):
         raise EditorError("there is no tune: the ABC text is empty")
     if len(tunes) > LIMITS["tunes"]:
         raise EditorError(f"{len(tunes)} tunes is more than the {LIMITS['tunes']} one request renders")
+    from .render import check_length
+
     out = []
     for t in tunes:
+        try:
+            check_length(t)
+        except InputError as e:
+            raise EditorError(e.message, tune=t.x, line=t.line) from None
         try:
             out.append((t, parse_tune(t)))
         except AbcParseError as e:
@@ -297,6 +304,39 @@ class Engraver:
         self._kill()
 
 
+class Engravers:
+    """A few engraving processes, so a quick render need not wait behind a slow one."""
+
+    def __init__(self, n: int = 2):
+        import queue
+
+        self.all = [Engraver() for _ in range(max(1, n))]
+        self._free: "queue.Queue[Engraver]" = queue.Queue()
+        for e in self.all:
+            self._free.put(e)
+
+    def call(self, name: str, args: tuple, deadline: float | None):
+        import queue
+
+        try:
+            e = self._free.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise RequestTimeout("every engraving process stayed busy past this request's time limit; "
+                                 "try again") from None
+        try:
+            return e.call(name, args, deadline)
+        finally:
+            self._free.put(e)
+
+    def warm(self):
+        for e in self.all:
+            e.warm()
+
+    def close(self):
+        for e in self.all:
+            e.close()
+
+
 def _engraver_main(conn) -> None:
     """The engraving process: answer (name, args) requests until the pipe closes."""
     import signal
@@ -387,8 +427,8 @@ _FIELD = LIMITS["field"]
 class SampleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     meter: Optional[str] = Field(None, max_length=_FIELD, description="e.g. 6/8")
-    key: Optional[str] = Field(None, max_length=_FIELD, description="e.g. Dmix (needs meter and unit)")
-    unit: Optional[str] = Field(None, max_length=_FIELD, description="e.g. 1/8 (needs meter)")
+    key: Optional[str] = Field(None, max_length=_FIELD, description="e.g. D, Dm, Ddor, Amix")
+    unit: Optional[str] = Field(None, max_length=_FIELD, description="e.g. 1/8")
     temperature: float = Field(1.0, gt=0, le=5)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, le=10000)
@@ -431,8 +471,10 @@ class Studio:
         check_model(self.model)               # the studio always samples with the grammar mask
         self.timeout = timeout
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="abcgen-serve")
+        # Threads that wait for the engraving process: a slow render must not take a sampling thread.
+        self.engrave_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="abcgen-engrave")
         self._local = threading.local()
-        self.engraver = Engraver()
+        self.engraver = Engravers(2)
 
     def thread_model(self):
         from .sample import Model
@@ -442,9 +484,9 @@ class Studio:
             m = self._local.model = Model(self.model_path)
         return m
 
-    async def run(self, fn, *args):
+    async def run(self, fn, *args, pool=None):
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self.pool, fn, *args)
+        fut = loop.run_in_executor(pool or self.pool, fn, *args)
         try:
             return await asyncio.wait_for(fut, self.timeout)
         except asyncio.TimeoutError:
@@ -517,6 +559,7 @@ def create_app(model_path: str | Path | None = None, *, timeout: float = DEFAULT
         studio.engraver.warm()
         yield
         studio.pool.shutdown(wait=False, cancel_futures=True)
+        studio.engrave_pool.shutdown(wait=False, cancel_futures=True)
         studio.engraver.close()
 
     app = FastAPI(title="abcgen studio", version=__version__, lifespan=lifespan,
@@ -623,7 +666,8 @@ def create_app(model_path: str | Path | None = None, *, timeout: float = DEFAULT
     async def api_render(req: RenderRequest):
         """The ABC engraved (svg, png, pdf) or converted (mid, musicxml); as ``abcgen render`` does."""
         deadline = time.monotonic() + studio.timeout
-        data = await studio.run(studio.engraver.call, "render", (req.abc, req.format, req.tune), deadline)
+        data = await studio.run(studio.engraver.call, "render", (req.abc, req.format, req.tune), deadline,
+                                pool=studio.engrave_pool)
         name = f"abcgen.{EXTENSIONS[req.format]}"
         return Response(data, media_type=CONTENT_TYPES[req.format],
                         headers={"Content-Disposition": f'inline; filename="{name}"'})
@@ -632,6 +676,7 @@ def create_app(model_path: str | Path | None = None, *, timeout: float = DEFAULT
     async def api_notes(req: NotesRequest) -> dict:
         """Note events of one tune for the page's synthesiser: onset and duration in quarter notes, MIDI pitch."""
         deadline = time.monotonic() + studio.timeout
-        return await studio.run(studio.engraver.call, "notes", (req.abc, req.tune), deadline)
+        return await studio.run(studio.engraver.call, "notes", (req.abc, req.tune), deadline,
+                                pool=studio.engrave_pool)
 
     return app

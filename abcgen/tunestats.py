@@ -20,6 +20,8 @@ Per tune:
 * ``bars``: the length of the first voice in bars of its meter, i.e. its total
   duration over the bar length, rounded (a pickup and the short closing bar
   make one bar together); under ``M:none`` the number of non-empty bars.
+* ``length``: the same total duration of the first voice in bars, exact (a
+  Fraction; None under ``M:none``).
 * ``repeats``: end-of-repeat signs of the first voice (``:|``, ``::``, ``:|2``:
   one per repeated section).
 * ``parts``: sections of the first voice, split at ``:|``, ``::``, ``||``,
@@ -246,6 +248,7 @@ def tune_stats(text: str) -> dict:
         "low": min(pitches) if pitches else None, "high": max(pitches) if pitches else None,
         "span": max(pitches) - min(pitches) if pitches else None,
         "bars": bars, "repeats": repeats, "parts": parts, "bar_texts": bar_texts,
+        "length": total if meter else None,
     }
 
 

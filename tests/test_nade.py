@@ -1,6 +1,7 @@
 """The joint (NADE) output of the piano-roll model: exact likelihood, sampling, Keras = NumPy."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -144,3 +145,76 @@ def test_joint_output_learns_triads_the_independent_one_cannot():
     assert np.mean([is_triad(s) for s in drawn]) > 0.9
     indep_drawn = np.random.default_rng(6).random((500, 24)) < 1 / (1 + np.exp(-z))
     assert np.mean([is_triad(s) for s in indep_drawn]) < 0.2
+
+
+# --------------------------------------------------------------------------
+# The piano-roll trainer with --output nade
+
+def test_nade_run_trains_exports_and_samples(tmp_path):
+    pytest.importorskip("keras")
+    import keras
+
+    from abcgen import pianoroll as P
+    from abcgen.pianoroll_train import evaluate_run, settle, train_roll
+    from abcgen.runs import RollConfig
+    from abcgen.errors import InputError
+    from tests.test_pianoroll import JSB, TINY
+
+    run = tmp_path / "run"
+    state = train_roll(run, dict(TINY, epochs=2, output="nade", nade_hidden=12), log=lambda m: None)
+    assert len(state["history"]) == 2
+    for name in ("best.keras", "model.npz", "test.json", "metrics.csv"):
+        assert (run / name).is_file(), name
+
+    # The NumPy export gives the Keras model's exact NLL: LSTM step + Nade.nll == Keras' logits.
+    model = keras.models.load_model(run / "best.keras")
+    roll = P.load_jsb(JSB)["test"][0]
+    x = np.concatenate([P.model_input(roll), roll.astype(np.float32)], axis=-1)
+    z = np.asarray(model(x[None], training=False), np.float64)[0]
+    keras_nll = -(roll * -np.logaddexp(0, -z) + (1 - roll) * -np.logaddexp(0, z)).sum()
+    m = P.RollLSTM(run / "model.npz")
+    assert m.nade is not None and m.meta["output"] == "nade"
+    st, ctx = m.initial_state(), []
+    for row in P.model_input(roll):
+        h, st = m.step(row, st)
+        ctx.append(h)
+    numpy_nll = m.nade.nll(np.array(ctx), roll).sum()
+    assert numpy_nll == pytest.approx(keras_nll, rel=1e-4)
+    r = evaluate_run(run, split="test")
+    assert r["output"] == "nade"
+    assert r["nll_per_frame"] == pytest.approx(json.loads((run / "test.json").read_text())["nll_per_frame"])
+
+    # Sampling draws each frame jointly, seeded; the threshold is deterministic.
+    a = P.sample_roll(m, roll[:8], 12, seed=4)
+    assert a.shape == (12, 88) and np.array_equal(a, P.sample_roll(m, roll[:8], 12, seed=4))
+    t = P.sample_roll(m, roll[:8], 6, threshold=0.5, seed=1)
+    assert np.array_equal(t, P.sample_roll(m, roll[:8], 6, threshold=0.5, seed=2))
+
+    with pytest.raises(InputError, match="neither"):
+        settle(RollConfig(corpus=JSB, output="nade", pos_weight=2.0))
+    with pytest.raises(InputError, match="--output must be one of"):
+        settle(RollConfig(corpus=JSB, output="rbm"))
+
+
+@pytest.mark.slow
+def test_nade_from_the_command_line_is_quiet_and_samples(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_pianoroll import JSB
+
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "abcgen", "train", "--format", "pianoroll", "--corpus", JSB,
+                        "--output", "nade", "--nade-hidden", "8", "--hidden", "8", "--window", "8",
+                        "--batch-size", "4", "--epochs", "1", "--out", str(run)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for marker in ("I0000", "E0000", "W0000", "cuInit", "oneDNN", "absl"):
+        assert marker not in r.stderr, r.stderr          # TensorFlow's start-up lines silenced
+    assert "+ NADE 8" in r.stderr and "NADE output" in r.stderr
+    out = tmp_path / "s.mid"
+    r = subprocess.run([sys.executable, "-m", "abcgen", "sample", "--format", "pianoroll", "--model", str(run),
+                        "-o", str(out), "--length", "6", "--seed", "2"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:4] == b"MThd" and out.with_suffix(".png").is_file()

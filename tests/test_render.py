@@ -397,3 +397,24 @@ def test_random_tunes_keep_their_notes_in_every_format(tmp_path, body):
     assert svg_notes((tmp_path / "r.svg").read_text()) == n_pitches(engraved)
     render.render_file(path, tmp_path / "r.mid")
     assert events(reread_midi(tmp_path / "r.mid")) == events(score)
+
+
+def test_bar_count_counts_bar_lines_of_the_body_only():
+    from abcgen.abc.reader import split_book
+
+    t = split_book("X:1\nT:a|b\nM:4/4\nL:1/8\nK:C\n% a | comment\n|:CDEF GABc|[1 d4:|[2 e4||\nC8|]\n")[0]
+    assert render.bar_count(t) == 5          # |:  |  :|  ||  |]   ([1 and [2 are endings)
+
+
+def test_a_tune_too_long_to_render_is_refused_at_once_the_others_rendered(tmp_path):
+    import time
+
+    long = "X:2\nT:Long\nM:4/4\nL:1/8\nK:D\n" + "|".join(["ABcd efga"] * (render.MAX_BARS + 100)) + "|]\n"
+    book = tmp_path / "book.abc"
+    book.write_text(JIG.read_text() + "\n" + long)
+    t0 = time.monotonic()
+    r = cli("render", book, "-o", tmp_path / "out.svg")
+    assert time.monotonic() - t0 < 30                      # refused before music21 reads it
+    assert r.exit_code == 1, r.output
+    assert f"tune X:2: the tune has about {render.MAX_BARS + 100} bars; abcgen renders at most" in r.output
+    assert (tmp_path / "out-1.svg").is_file() and not (tmp_path / "out-2.svg").exists()

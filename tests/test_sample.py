@@ -330,3 +330,48 @@ def test_header_menu_lists_what_the_corpus_uses_in_musical_order():
     assert h["meters"] == sorted(h["meters"], key=S.meter_order)
     assert h["keys"] == sorted(h["keys"], key=S.key_order) and "Dmaj" in h["keys"]
     assert all("K:" + k in m.vocab for k in h["keys"])
+
+
+def _part_bars(text: str) -> list[int]:
+    """Bars of each part of a tune as a musician counts them, the parts split at
+    ':|': the part's duration (tunestats' own walk) less its opening pickup, in
+    bars, rounded up (a short last bar that pairs with the pickup is a bar)."""
+    import math
+    import re
+
+    from abcgen.tunestats import tune_stats
+
+    head = "\n".join(text.split("\n", 3)[:3]) + "\n"
+    body = text.split("\n", 3)[3]
+    out = []
+    for c in (c for c in body.split(":|") if c.strip(" \n|")):
+        length = tune_stats(head + c + "|\n")["length"]
+        first = re.split(r"\||::", c.lstrip("\n|:"), maxsplit=1)[0]
+        pickup = tune_stats(head + first + "|\n")["length"] if first.strip() else 0
+        pickup = pickup if pickup < 1 else 0
+        out.append(math.ceil(length - pickup))
+    return out
+
+
+@pytest.mark.parametrize("meter", ["6/8", "4/4"])
+def test_form_aabb_makes_two_repeated_parts_of_eight_bars(meter):
+    from abcgen.abc.grammar import check_bars
+    from abcgen.tunestats import form_figures
+
+    m = _shipped()
+    opts = S.SampleOptions(count=8, seed=21, meter=meter, form="AABB")
+    for t in _tunes(S.generate(m, opts)):
+        assert t.count(":|") == 2 and "|]" not in t and "||" not in t, t
+        assert _part_bars(t) == [8, 8], t
+        assert check_bars(t)[1] == 0 and form_figures(t)["tonic_end"], t
+
+
+def test_form_parts():
+    assert S.form_parts("AABB") == [True, True]
+    assert S.form_parts("AB") == [False, False]
+    assert S.form_parts("aabbc") == [True, True, False]
+    for bad in ("ABA", "A1", ""):
+        with pytest.raises(InputError):
+            S.form_parts(bad)
+    with pytest.raises(InputError, match="give one"):
+        S.check_options(S.SampleOptions(form="AABB", bars=16))

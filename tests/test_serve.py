@@ -453,25 +453,77 @@ def test_unknown_paths_get_the_documented_error_shape(client):
     assert r.status_code == 405 and set(r.json()) == {"error", "line", "tune"}
 
 
-LONG = "X:1\nT:Long\nM:4/4\nL:1/8\nK:D\n" + "|".join(["ABcd efga"] * 600) + "|]\n"
+LONG = "X:1\nT:Long\nM:4/4\nL:1/8\nK:D\n" + "|".join(["ABcd efga"] * 480) + "|]\n"   # under MAX_BARS, slow
 
 
 def test_a_render_past_its_time_is_stopped_and_holds_up_nothing(random_model):
     """The slow render's worker process is killed at the deadline; the next render is answered at once."""
     with TestClient(SV.create_app(random_model, timeout=4), base_url="http://127.0.0.1") as c:
-        eng = c.app.state.studio.engraver
-        assert c.post("/api/render", json={"abc": JIG}).status_code == 200     # the worker is up
-        pid = eng._proc.pid
+        engravers = c.app.state.studio.engraver.all
+        assert c.post("/api/render", json={"abc": JIG}).status_code == 200     # the workers are up
+        pids = {e._proc.pid for e in engravers}
         t0 = time.monotonic()
         r = c.post("/api/render", json={"abc": LONG})
         assert r.status_code == 503 and "stopped" in r.json()["error"], r.text
         assert time.monotonic() - t0 < 10
         time.sleep(0.2)
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)                       # the slow render's process is gone
+        gone = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                gone.append(pid)
+        assert len(gone) == 1                      # the slow render's process is gone, the other kept
+        assert len({e._proc.pid for e in engravers} - pids) == 1      # and replaced
         t1 = time.monotonic()
         r = c.post("/api/render", json={"abc": JIG})
         assert r.status_code == 200 and r.content.startswith(b"<svg")
         r = c.post("/api/notes", json={"abc": JIG})
         assert r.status_code == 200 and r.json()["events"]
         assert time.monotonic() - t1 < 4         # not waiting for the slow tune's engraving
+
+
+def test_a_quick_render_passes_a_slow_one_in_flight(random_model):
+    with TestClient(SV.create_app(random_model, timeout=30), base_url="http://127.0.0.1") as c:
+        assert c.post("/api/render", json={"abc": JIG}).status_code == 200
+        done = {}
+
+        def slow():
+            done["slow"] = c.post("/api/render", json={"abc": LONG}).status_code
+
+        th = threading.Thread(target=slow)
+        th.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        r = c.post("/api/render", json={"abc": JIG})
+        assert r.status_code == 200 and time.monotonic() - t0 < 5 and "slow" not in done
+        th.join(60)
+
+
+def test_bench_serve_reports_every_phase_and_is_bounded(random_model):
+    from abcgen import bench
+    from abcgen.errors import InputError
+
+    for kw in (dict(count=0), dict(count=10**6), dict(concurrency=0), dict(concurrency=1000),
+               dict(time_limit=0), dict(time_limit=10**6), dict(timeout=0)):
+        with pytest.raises(InputError):
+            bench.bench_serve(model=str(random_model), log=lambda m: None, **kw)
+    lines = []
+    r = bench.bench_serve(model=str(random_model), count=6, renders=3, concurrency=3, max_tokens=60,
+                          slow_bars=150, timeout=20, time_limit=240, log=lines.append)
+    for phase in ("sample", "render", "sample_with_slow_render", "render_with_slow_render"):
+        p = r[phase]
+        assert p["errors"] == 0 and p["ok"] == p["requests"], (phase, p)
+        assert 0 < p["p50_s"] <= p["p95_s"] <= p["max_s"]
+    assert r["sample_with_slow_render"]["slow_renders"] and r["sample_p95_ratio_with_slow_render"] > 0
+    assert len(lines) == 5 and lines[-1].startswith("p95 with a slow render in flight / alone")
+
+
+def test_a_tune_too_long_to_engrave_is_refused_at_once(client):
+    from abcgen.render import MAX_BARS
+
+    text = "X:1\nT:Long\nM:4/4\nL:1/8\nK:D\n" + "|".join(["ABcd efga"] * (MAX_BARS + 50)) + "|]\n"
+    t0 = time.monotonic()
+    r = client.post("/api/render", json={"abc": text})
+    assert r.status_code == 400 and time.monotonic() - t0 < 10
+    assert r.json()["error"].startswith(f"line 1 tune X:1: the tune has about {MAX_BARS + 50} bars")

@@ -152,7 +152,7 @@ def build_score(model: TuneModel):
             measures.append(m)
             offset += pos
         implied = _implied_starts(bars, measures, m21bar)
-        if implied and any(b.ending for b in bars):
+        if implied and (any(b.ending for b in bars) or len(model.voices) > 1):
             score.abc_implied_with_endings = True
         _endings(part, bars, measures, spanner)
         score.insert(0, part)
@@ -160,21 +160,32 @@ def build_score(model: TuneModel):
 
 
 def _implied_starts(bars, measures, m21bar):
-    """An end repeat with no start repeat of its own goes back to just after the end
-    repeat before it, as abc2midi plays it: that bar gets a start repeat."""
-    open_, back_to, implied = False, None, []
+    """Repeats made explicit as abc2midi plays them.
+
+    An end repeat with no start repeat of its own goes back to the start of the
+    tune, or after an earlier end repeat to just after it (or after a double bar
+    line that follows it): that bar gets a start repeat.  A start repeat that no
+    end repeat closes is no repeat (abc2midi plays that part once): it goes.
+    """
+    open_at, back_to, implied = None, 0, []
     for i, b in enumerate(bars):
         if b.start_repeat:
-            open_ = True
+            if open_at is not None:
+                bars[open_at].start_repeat = False
+                measures[open_at].leftBarline = None
+            open_at = i
         if b.end_repeat:
-            if not open_ and back_to is not None and back_to != i:
+            if open_at is None and back_to and back_to <= i:   # (to the start: no mark needed)
                 bars[back_to].start_repeat = True
                 measures[back_to].leftBarline = m21bar.Repeat(direction="start")
                 implied.append(back_to)
-            open_ = False
+            open_at = None
             back_to = i + 1 if i + 1 < len(bars) else None
-        elif back_to is not None and b.close in ("||", "[|", "|]") and i + 1 < len(bars):
+        elif back_to and b.close in ("||", "[|", "|]") and i + 1 < len(bars):
             back_to = i + 1     # after a repeat, a double bar line is where the next one goes back to
+    if open_at is not None:
+        bars[open_at].start_repeat = False
+        measures[open_at].leftBarline = None
     return implied
 
 

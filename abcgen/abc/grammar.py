@@ -708,6 +708,7 @@ class _State:
     final: bool = False            # a |] has been written (Form.final_last: the tune ends)
     tonic_last: bool = False       # the last note (or chord's lowest) is the key's tonic
     bars: int = 0                  # complete bars so far (full bars and split bars made whole)
+    part_start: int = 0            # `bars` when the current part began (after a section bar)
 
     @property
     def M(self):
@@ -998,6 +999,12 @@ class AbcConstraint:
         s = self._s
         return (self._form is not None and s.phase == 6 and not s.done and self._end_ok(s)
                 and not self._form_end_ok(s))
+
+    @property
+    def part_bars(self) -> int:
+        """Complete bars of the current part so far (a part starts after a section
+        bar: ``|:`` ``:|`` ``::`` ``||`` ``|]`` ``[|``)."""
+        return self._s.bars - self._s.part_start
 
     @property
     def at_bar(self) -> bool:
@@ -1667,12 +1674,14 @@ class AbcConstraint:
         e = s.ending
         rep = s.rep
         empty = s.last in ("nl", "bar")
-        rule, pieces, bars = s.rule, s.pieces, s.bars
+        rule, pieces, bars, part_start = s.rule, s.pieces, s.bars, s.part_start
         if not empty:
             verdict, rule = rule.judge(s.pos, kind, self._filler.fillable_steps)
             rule = self._intern(rule)
             pieces += 1
             bars += verdict in ("full", "half", "free")
+            if verdict == "half" and part_start == s.bars:
+                part_start = bars    # the other half of the last part's closing bar
         elif kind == B_LINE_ENDING:
             rule = self._intern(rule.opener())
         # repeats and endings
@@ -1694,6 +1703,7 @@ class AbcConstraint:
         return s.with_(last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0,
                        rep=rep, ending=e, after_field=False, sound=None,
                        tie_crossed=s.tie_req is not None, bars=bars,
+                       part_start=bars if kind in _PART_START else part_start,
                        final=s.final or kind == B_FINAL)
 
     # ---------------------------------------------------------------- closing

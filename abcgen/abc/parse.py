@@ -20,7 +20,8 @@ Rules, as abc2midi (abcMIDI 4.x) plays them:
   between two notes written with the same length (else, as abc2midi, neither
   changes);
   tuplets ``(p:q:r`` with q's standard default (2 for 3, 6; 3 for 2, 4, 8;
-  3 in compound meters else 2 for 5, 7, 9) and r = p.
+  for 5, 7, 9: 3 when the meter's numerator is divisible by 3, 3/4 included
+  as abc2midi has it, else 2) and r = p.
 * Chords ``[CEG]2``: the first note's length times the length after ``]``.
 * Ties ``-`` on notes and chords (and single notes in a chord).
 * Bar lines ``|  ||  |]  [|  |:  :|  ::  :||:  :|:``; endings ``|1 [1 :|2 |2 [2
@@ -28,7 +29,7 @@ Rules, as abc2midi (abcMIDI 4.x) plays them:
 * Field lines ``M: K: L: Q: V:`` in the body and inline fields ``[M:..]
   [K:..] [L:..] [Q:..] [V:..]``; other fields, ``%%`` directives, ``w:``
   lyrics and ``%`` comments are skipped; a ``\\`` at the end of a line joins it
-  to the next.
+  to the next; an empty line ends the tune (what follows is free text).
 * Grace notes ``{..}`` are dropped (abc2midi plays them by stealing time
   from the next note; abcgen keeps what the tune's rhythm says).  Chord symbols
   and annotations ``"..."``, decorations ``!..!``, ``+..+`` and the shorthands
@@ -90,7 +91,8 @@ class Meter:
 
     @property
     def compound(self) -> bool:
-        return self.num % 3 == 0 and self.num > 3
+        """For the (5 (7 (9 default: abc2midi counts any numerator divisible by 3 (3/4 too)."""
+        return self.num % 3 == 0
 
 
 @dataclass
@@ -295,8 +297,9 @@ class _Reader:
                     self.model.meter = mt
             elif f == "L":
                 u = parse_length(v)
-                if u:
-                    self.unit = u
+                if u is None:
+                    raise AbcSyntaxError(f"L:{v} is not a note length (line {i + 1} of the tune)")
+                self.unit = u
             elif f == "Q":
                 self.model.tempo = v          # resolved once L: is known
             elif f == "P":
@@ -337,6 +340,8 @@ class _Reader:
         while i < len(lines):
             raw = lines[i]
             i += 1
+            if not raw.strip():
+                break           # an empty line ends the tune (ABC 2.1; abc2midi too)
             if raw.startswith("%"):
                 continue
             ln = _strip_comment(raw)
@@ -571,6 +576,9 @@ class _Reader:
         return j
 
     def _chord(self, s: str, i: int, line: int) -> int:
+        if "]" not in s[i:]:
+            raise AbcSyntaxError(f"the chord at tune line {line + self.first_line - 1}, "
+                                 f"column {i + 1} is not closed with ']'")
         j = i + 1
         tones, first_len = [], None
         while j < len(s) and s[j] != "]":

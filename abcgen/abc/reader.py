@@ -84,7 +84,7 @@ def read_book(path: str | Path) -> list[Tune]:
 
 
 def parse_abc(text: str, *, file: str = "<string>", x: str | None = None,
-              line: int | None = None, warn=None):
+              line: int | None = None, warn=None, rebar: bool | str = "fit"):
     """Read the ABC text of one tune into a music21 Score with abcgen's own reader.
 
     The reader (``abcgen.abc.parse``) reads ABC 2.1 as abc2midi plays it and
@@ -93,12 +93,22 @@ def parse_abc(text: str, *, file: str = "<string>", x: str | None = None,
     their warnings (naming line and column) go to ``warn`` when given and are
     kept on the Score as ``score.abc_warnings``.  Raises AbcParseError naming
     the tune when the text has no K: field or no notes.
+
+    Bars that do not fit the meter are re-barred (``abcgen.abc.rebar``) where
+    the notes allow, so the canonical form, the engraving and the MIDI never
+    need an invented meter change: ``rebar="fit"`` (the default) keeps the
+    source's bars where they cannot be moved, ``rebar=True`` (the corpus form)
+    raises AbcParseError saying why, ``rebar=False`` keeps every bar as written.
     """
     from .build import build_score
     from .parse import AbcSyntaxError, read_tune
 
     try:
         model = read_tune(text, first_line=1)
+        if rebar:
+            from .rebar import rebar as _rebar
+
+            _rebar(model, strict=rebar is True)
         score = build_score(model)
     except AbcSyntaxError as e:
         raise AbcParseError(str(e), file=file, tune=x, line=line) from None
@@ -137,8 +147,8 @@ def parse_abc_music21(text: str, *, file: str = "<string>", x: str | None = None
     return score
 
 
-def parse_tune(tune: Tune):
-    return parse_abc(tune.text, file=tune.file, x=tune.x, line=tune.line)
+def parse_tune(tune: Tune, rebar: bool | str = "fit"):
+    return parse_abc(tune.text, file=tune.file, x=tune.x, line=tune.line, rebar=rebar)
 
 
 def sounding_notes_iter(stream):

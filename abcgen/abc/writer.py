@@ -1,6 +1,6 @@
 """The canonical ABC writer: music21 Score or Part -> ABC 2.1 text.
 
-music21 reads ABC but cannot write it.  This writer gives every Stream one
+abcgen reads ABC itself (``abcgen.abc.parse``); music21 cannot write it.  This writer gives every Stream one
 spelling and one layout, so the model never spends capacity on variants and
 ``parse(write(parse(abc)))`` can be checked against ``parse(abc)``.
 
@@ -18,8 +18,8 @@ The canonical form, rule by rule:
   whose alteration differs from the key signature, and a natural (or other
   accidental) wherever an earlier accidental in the bar would otherwise carry
   over.  This reads the same under ABC 2.1 (accidentals carry to the end of
-  the bar), abc2midi, and music21, which does not carry them.  A note tied
-  over a bar line gets its accidental again in the new bar.
+  the bar), abc2midi, abcgen's reader, and readers that carry none.  A note
+  tied over a bar line gets its accidental again in the new bar.
 * Ties ``-``; tuplets ``(3`` (and ``(2``, ``(4``) when the group is the plain
   one, else ``(p:q:r``; rests ``z``; chords ``[CEG]2`` with the duration after
   the bracket and the notes from low to high.  A tied chord is written
@@ -33,8 +33,9 @@ The canonical form, rule by rule:
 * Spacing: no spaces except one before a note (or tuplet group) that starts on
   a beat of the meter, so beams follow the beat (``ABc def`` in 6/8).
 * Lines: four bars to a line (a pickup does not count).  Meter and key
-  changes go on a line of their own (``M:3/4``, ``K:Dmaj``) at the start of the
-  bar: music21 ignores inline ``[K:..]`` and mid-line ``[M:..]`` fields.
+  changes, written only where the Stream has one (abcgen's reader puts one
+  only where the source writes it), go on a line of their own (``M:3/4``,
+  ``K:Dmaj``) at the start of the bar, which every reader reads right.
 * Several parts are written as voices: ``V:1``, then that voice's lines, then
   ``V:2``, and so on.
 
