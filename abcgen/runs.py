@@ -527,6 +527,17 @@ def tf_dataset(x, y, batch_size: int, replicas: int = 1):
             .with_options(options))
 
 
+def trained_windows(n: int, cfg: RunConfig, nrep: int) -> int:
+    """Windows an epoch of ``tf_dataset`` trains on: all of them on one replica; under a
+    strategy only whole global batches (a remainder is dropped), which tokens/s must count."""
+    if nrep <= 1:
+        return n
+    n = max(n, nrep)
+    batch = min(global_batch(cfg), n)
+    batch -= batch % nrep
+    return n // batch * batch
+
+
 def fit_epoch(model, x, y, cfg: RunConfig, nrep: int, quiet_verbose: int) -> tuple[float, float]:
     """One pass of ``model.fit`` over the windows (x, y): (train loss, wall seconds).
 

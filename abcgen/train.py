@@ -31,7 +31,8 @@ import numpy as np
 
 from .errors import InputError
 from .runs import (RunDir, TrainConfig, check_out, epoch_loop, fit_epoch, fresh_state, global_batch, load_model,
-                   quiet_tensorflow, replicas, resolve_config, share, strategy_scope, tf_dataset, worker_dir)
+                   quiet_tensorflow, replicas, resolve_config, share, strategy_scope, tf_dataset, trained_windows,
+                   worker_dir)
 
 LN2 = math.log(2)
 
@@ -195,7 +196,7 @@ def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
             "valid_perplexity": round(math.exp(vloss), 4),
             "lr": float(state["lr"]),
             "wall_s": round(wall, 1),
-            "tokens_per_s": round(x.size / wall, 1),
+            "tokens_per_s": round(trained_windows(len(x), cfg, nrep) * x.shape[1] / wall, 1),
         }
 
         def line(improved: bool) -> str:

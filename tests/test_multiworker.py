@@ -21,8 +21,12 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from abcgen import runs
 from abcgen import train as T
+from abcgen.cli import app
+from abcgen.errors import InputError
 
 MINI = str(Path(__file__).parent / "data" / "minicorpus")
 PER_WORKER = 2
@@ -31,7 +35,6 @@ MODEL = dict(corpus=MINI, hidden=16, embed_dim=8, seq_len=7, max_train_tokens=62
 TOL = 2e-4
 RUN_FILES = {"config.json", "vocab.json", "state.json", "metrics.csv", "curves.png", "best.keras", "model.npz"}
 
-pytestmark = pytest.mark.slow
 
 
 def _free_ports(n: int) -> list[int]:
@@ -102,6 +105,80 @@ def _same_losses(got: list[dict], want: list[dict]) -> None:
             assert float(g[key]) == pytest.approx(float(w[key]), abs=TOL), (g["epoch"], key)
 
 
+# --------------------------------------------------------------------------
+# TF_CONFIG: written by --workers/--index, read and checked (no TensorFlow needed)
+
+
+@pytest.fixture
+def no_tf_config(monkeypatch):
+    """No TF_CONFIG during the test, and none left after it (set_tf_config writes os.environ)."""
+    monkeypatch.setenv("TF_CONFIG", "")  # records the state before, restored at teardown
+    monkeypatch.delenv("TF_CONFIG")
+    return monkeypatch
+
+
+def test_workers_and_index_write_tf_config(no_tf_config):
+    monkeypatch = no_tf_config
+    runs.set_tf_config("10.0.0.1:2222, 10.0.0.2:2222", 1)
+    assert json.loads(os.environ["TF_CONFIG"]) == {
+        "cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 1}}
+    cfg = runs.TrainConfig(distribute="multiworker", batch_size=32)
+    assert not runs.is_chief(cfg) and runs.workers(cfg) == 2 and runs.global_batch(cfg) == 64
+    runs.set_tf_config("10.0.0.1:2222,10.0.0.2:2222", 0)
+    assert runs.is_chief(cfg)
+    # a cluster with a chief task: the chief writes, worker 0 does not
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert not runs.is_chief(cfg) and runs.workers(cfg) == 3 and runs.global_batch(cfg) == 96
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]},
+                                                "task": {"type": "chief", "index": 0}}))
+    assert runs.is_chief(cfg)
+    one = runs.TrainConfig(batch_size=32)
+    assert runs.is_chief(one) and runs.workers(one) == 1 and runs.global_batch(one) == 32
+
+
+@pytest.mark.parametrize("workers, index, message", [
+    ("", 0, "one per worker"),
+    ("10.0.0.1", 0, "'10.0.0.1' is not host:port"),
+    ("10.0.0.1:x,10.0.0.2:1", 0, "is not host:port"),
+    ("a:1,a:1", 0, "twice"),
+    ("a:1,b:1", 2, "--index must be 0 to 1"),
+    ("a:1,b:1", None, "--index must be 0 to 1"),
+])
+def test_bad_workers_are_one_line(no_tf_config, workers, index, message):
+    with pytest.raises(InputError, match=message):
+        runs.set_tf_config(workers, index)
+    assert "TF_CONFIG" not in os.environ
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "needs TF_CONFIG"),
+    ("{not json", "not a multi-worker config"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "outside cluster.worker"),
+    ('{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "chief and worker tasks only"),
+])
+def test_bad_tf_config_is_one_line(no_tf_config, value, message):
+    if value is not None:
+        no_tf_config.setenv("TF_CONFIG", value)
+    with pytest.raises(InputError, match=message):
+        runs.is_chief(runs.TrainConfig(distribute="multiworker"))
+
+
+def test_cli_refuses_bad_workers_before_any_work(no_tf_config, tmp_path):
+    r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "r"), "--corpus", MINI,
+                                 "--workers", "127.0.0.1:1,127.0.0.1:2", "--index", "5"])
+    assert r.exit_code == 2 and "--index must be 0 to 1" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "r"), "--corpus", MINI,
+                                 "--workers", "127.0.0.1:1", "--index", "0", "--distribute", "mirrored"])
+    assert r.exit_code == 2 and "--workers is for --distribute multiworker" in r.output
+    assert not (tmp_path / "r").exists()
+    assert "TF_CONFIG" not in os.environ
+
+
+# --------------------------------------------------------------------------
+# Two worker processes
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """One process, global batch 2 workers x 2 windows, 3 epochs: the reference."""
@@ -110,6 +187,7 @@ def single(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_two_workers_equal_one_process_with_the_same_global_batch(tmp_path, single):
     chief, other = tmp_path / "chief", tmp_path / "other"
     codes = _wait(_start(tmp_path, [chief, other], epochs=2), timeout=240)
@@ -125,6 +203,7 @@ def test_two_workers_equal_one_process_with_the_same_global_batch(tmp_path, sing
     _same_losses(_metrics(chief), _metrics(single)[:2])
 
 
+@pytest.mark.slow
 def test_a_killed_worker_then_resume_completes_the_run(tmp_path, single):
     # Both workers are given the chief's run directory (a shared file system): a
     # resuming worker starts from the chief's last checkpoint.
