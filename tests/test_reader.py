@@ -52,3 +52,21 @@ def test_parse_gives_measures_and_key():
     k = s.recurse().getElementsByClass(key.Key).first()
     assert (k.tonic.name, k.mode) == ("D", "mixolydian")
     assert len(s.parts[0].getElementsByClass("Measure")) == 4  # pickup + 3 bars
+
+
+def test_errors_name_the_book_line_with_a_copied_header_and_without_x():
+    from abcgen.abc.reader import book_line, parse_tune, split_book
+    from abcgen.errors import AbcParseError
+
+    book = "M:4/4\nL:1/8\n\nX:1\nT:a\nK:C\nCDEF|\n\nX:2\nT:b\nK:C\nCDEF|\n[CEG GA|\n"
+    t1, t2 = split_book(book, file="b.abc")
+    assert t2.header_lines == 2 and t2.line == 9
+    with pytest.raises(AbcParseError) as e:
+        parse_tune(t2)
+    assert e.value.line == 13 and book.split("\n")[12] == "[CEG GA|"
+    assert "the chord at column 1 is not closed" in e.value.message
+    (t,) = split_book("T:no x\nL:1/0\nK:C\nCDEF|\n", file="n.abc")
+    with pytest.raises(AbcParseError) as e:
+        parse_tune(t)
+    assert e.value.line == 2 and "L:1/0 is not a note length" in e.value.message
+    assert book_line(None, 8) == 8 and book_line(9, None) == 9 and book_line(9, 2, 2) == 9

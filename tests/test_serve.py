@@ -189,7 +189,7 @@ def test_invalid_abc_names_the_line(client):
     assert r.status_code == 400
     body = r.json()
     assert body["line"] == 8 and body["tune"] == "1"
-    assert body["error"].startswith("line 8 tune X:1: the chord at tune line 8, column 1 is not closed")
+    assert body["error"].startswith("line 8 tune X:1: the chord at column 1 is not closed")
     # In a book the line is the book's line, past the first tune.
     r = client.post("/api/render", json={"abc": JIG + "\n" + bad, "format": "svg"})
     assert r.json()["line"] == 8 + JIG.count("\n") + 1

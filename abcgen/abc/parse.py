@@ -67,7 +67,12 @@ _ENDING = re.compile(r"\[?(\d+(?:[-,]\d+)*)")
 
 
 class AbcSyntaxError(ValueError):
-    """A tune that cannot be read at all (no K:, no notes...)."""
+    """A tune that cannot be read at all (no K:, no notes...); ``line``: the line of the tune's
+    text where it stops (1 = its X: line), when there is one."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
 
 
 @dataclass
@@ -298,7 +303,7 @@ class _Reader:
             elif f == "L":
                 u = parse_length(v)
                 if u is None:
-                    raise AbcSyntaxError(f"L:{v} is not a note length (line {i + 1} of the tune)")
+                    raise AbcSyntaxError(f"L:{v} is not a note length", line=i + 1)
                 self.unit = u
             elif f == "Q":
                 self.model.tempo = v          # resolved once L: is known
@@ -581,8 +586,8 @@ class _Reader:
 
     def _chord(self, s: str, i: int, line: int) -> int:
         if "]" not in s[i:]:
-            raise AbcSyntaxError(f"the chord at tune line {line + self.first_line - 1}, "
-                                 f"column {i + 1} is not closed with ']'")
+            raise AbcSyntaxError(f"the chord at column {i + 1} is not closed with ']'",
+                                 line=line + self.first_line - 1)
         j = i + 1
         tones, first_len = [], None
         while j < len(s) and s[j] != "]":

@@ -28,6 +28,7 @@ class Tune:
     x: str
     line: int
     title: str = ""
+    header_lines: int = 0    # field lines of the book's header copied after the X: line
 
     @property
     def source(self) -> str:
@@ -55,7 +56,9 @@ def split_book(text: str, file: str = "<string>") -> list[Tune]:
         body = "\n".join(lines).strip()
         if not body:
             return []
-        return [Tune(text="X:1\n" + body + "\n", file=file, x="1", line=1,
+        # The added X:1 line is not in the file: counted as a copied line, the tune's
+        # second line maps to the file's first (book_line).
+        return [Tune(text="X:1\n" + body + "\n", file=file, x="1", line=1, header_lines=1,
                      title=_title(lines))]
     header = [ln for ln in lines[: starts[0]]
               if _FIELD_LINE.match(ln) and not ln.startswith(("X:", "T:"))]
@@ -68,7 +71,7 @@ def split_book(text: str, file: str = "<string>") -> list[Tune]:
         x = _X_LINE.match(chunk[0]).group(1) or str(k + 1)
         body = [chunk[0]] + header + chunk[1:]
         tunes.append(Tune(text="\n".join(body) + "\n", file=file, x=x,
-                          line=start + 1, title=_title(chunk)))
+                          line=start + 1, title=_title(chunk), header_lines=len(header)))
     return tunes
 
 
@@ -83,8 +86,25 @@ def read_book(path: str | Path) -> list[Tune]:
     return split_book(read_text(path), file=str(path))
 
 
+def book_line(x_line: int | None, tune_line: int | None, header_lines: int = 0) -> int | None:
+    """The line of the book that line ``tune_line`` of a tune's text stands at.
+
+    A tune's text is its X: line (book line ``x_line``), the ``header_lines`` field lines of
+    the book's header copied after it (see split_book), then its own lines.  Without a book
+    line (text given alone) the tune's own line number is the answer; a copied header line or
+    an unknown line gives the X: line."""
+    if tune_line is None:
+        return x_line
+    if x_line is None:
+        return tune_line
+    if tune_line <= 1 + header_lines:
+        return x_line
+    return x_line + tune_line - 1 - header_lines
+
+
 def parse_abc(text: str, *, file: str = "<string>", x: str | None = None,
-              line: int | None = None, warn=None, rebar: bool | str = "fit"):
+              line: int | None = None, warn=None, rebar: bool | str = "fit",
+              header_lines: int = 0):
     """Read the ABC text of one tune into a music21 Score with abcgen's own reader.
 
     The reader (``abcgen.abc.parse``) reads ABC 2.1 as abc2midi plays it and
@@ -111,7 +131,8 @@ def parse_abc(text: str, *, file: str = "<string>", x: str | None = None,
             _rebar(model, strict=rebar is True)
         score = build_score(model)
     except AbcSyntaxError as e:
-        raise AbcParseError(str(e), file=file, tune=x, line=line) from None
+        raise AbcParseError(str(e), file=file, tune=x,
+                            line=book_line(line, e.line, header_lines)) from None
     except Exception as e:  # a reader bug must name the tune, not end a batch
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AbcParseError(f"cannot read this tune ({type(e).__name__}: {reason})",
@@ -148,7 +169,8 @@ def parse_abc_music21(text: str, *, file: str = "<string>", x: str | None = None
 
 
 def parse_tune(tune: Tune, rebar: bool | str = "fit"):
-    return parse_abc(tune.text, file=tune.file, x=tune.x, line=tune.line, rebar=rebar)
+    return parse_abc(tune.text, file=tune.file, x=tune.x, line=tune.line, rebar=rebar,
+                     header_lines=tune.header_lines)
 
 
 def sounding_notes_iter(stream):
