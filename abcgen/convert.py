@@ -416,7 +416,7 @@ def _unshare(score) -> None:
 def _untie_other_pitches(score) -> None:
     """Drop a tie to a note of another pitch (a slur written as a tie, ``G-E``).
 
-    It joins nothing, as abcgen.notes and abc2midi read it; music21's MIDI
+    It joins nothing, as abcgen.sounding and abc2midi read it; music21's MIDI
     writer would hold the first pitch through both notes instead.
     """
     for part in list(score.parts) or [score]:
@@ -436,7 +436,7 @@ def score_to_midi(score, *, title: str | None = None, expand_repeats: bool = Tru
     none; time and key signatures; the title as the sequence name), then one
     track per part (voice, ``V:``), named after the part when it has a name,
     each on its own channel (drum channel 10 left out).  ``expand_repeats``:
-    repeats and first/second endings are played out as ``render.played``
+    repeats and first/second endings are played out as ``sounding.played``
     does (where music21's expander rejects the marks, the tune is played as
     written, with a warning to ``log``); without it every note is played
     once, as written.  The score itself is not changed.
@@ -446,7 +446,7 @@ def score_to_midi(score, *, title: str | None = None, expand_repeats: bool = Tru
     from music21 import bar, repeat, spanner
     from music21.midi import ChannelVoiceMessages, DeltaTime, MetaEvents, MidiEvent, translate
 
-    from .render import played
+    from .sounding import played
 
     if title is None and score.metadata is not None:
         title = score.metadata.title

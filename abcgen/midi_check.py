@@ -44,7 +44,7 @@ from pathlib import Path
 from .abc.reader import parse_abc
 from .abc.writer import write_abc
 from .errors import AbcgenError
-from .notes import note_events
+from .sounding import note_events
 
 CONVERTERS = ("abcgen", "midi2abc")
 
@@ -112,7 +112,7 @@ def check_tune(tune, *, grid: str = "1/16", triplets: bool = True, jitter: float
     """The whole measurement of one tune; a dict of outcomes (runs in worker processes)."""
     from .convert import score_to_midi
     from .midi import load_midi, parse_midi_bytes
-    from .render import played
+    from .sounding import played
     from .midi import jittered
 
     r = {"where": tune.source}

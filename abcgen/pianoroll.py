@@ -418,7 +418,7 @@ def _abc_roll(args):
     text, enc_d, where = args
     from .abc.reader import parse_abc
     from .errors import AbcgenError
-    from .render import played
+    from .sounding import played
 
     try:
         score = played(parse_abc(text, file=where))

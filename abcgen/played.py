@@ -12,7 +12,7 @@ For each tune of a corpus (or tune book, or folder):
   a tune kept out of training because its bars cannot fit the meter is
   written as the source bars it);
 * *ours*: the notes of abcgen's own reading, repeats and endings played out
-  (``abcgen.render.played``, as the MIDI out does).
+  (``abcgen.sounding.played``, as the MIDI out does).
 
 A tune *plays identically* when source = canonical and source = ours: the
 same notes with the same onsets, pitches and ends, within abc2midi's few
@@ -89,8 +89,8 @@ def check_tune(tune, workdir: str, reader: str = "abcgen") -> dict:
 
     from .abc.reader import parse_abc, parse_abc_music21
     from .abc.writer import write_abc
-    from .notes import note_events
-    from .render import played
+    from .sounding import note_events
+    from .sounding import played
     from .roundtrip import abc2midi_check, notes_agree
 
     r = {"where": tune.source}

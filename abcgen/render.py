@@ -34,13 +34,13 @@ import subprocess
 import tempfile
 import warnings
 from contextlib import contextmanager
-from fractions import Fraction
 from math import lcm
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from .abc.reader import Tune, parse_tune, read_book, sounding_notes_iter
+from .abc.reader import Tune, parse_tune, read_book
 from .errors import AbcgenError, InputError
+from .sounding import played, sounding_events
 
 FORMATS = {
     ".svg": "svg",
@@ -279,39 +279,6 @@ def svg_to_png(svg: str) -> bytes:
 
     return cairosvg.svg2png(bytestring=svg.encode("utf-8"), scale=_PNG_ZOOM,
                             background_color="white")
-
-
-def played(score, log: Log = None):
-    """The score as heard: repeats and endings written out, ties joined.
-
-    music21's expander rejects some unbalanced repeat marks that players read
-    fine; then the written order is played, with a warning.
-    """
-    if not any(True for _ in score.recurse().getElementsByClass(
-            ("Repeat", "RepeatBracket", "RepeatExpression"))):
-        return score   # nothing to expand; music21 also refuses tunes parsed without bars
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return score.expandRepeats()
-    except Exception as e:  # music21's expander raises several unrelated types
-        if log:
-            log(f"abcgen: warning: repeats not expanded ({type(e).__name__}: {e}); "
-                "playing the tune as written")
-        return score
-
-
-def sounding_events(stream) -> list[tuple[int, Fraction, Fraction]]:
-    """(MIDI pitch, onset, duration) in quarter notes for every sounding pitch; chords give one per note."""
-    flat = stream.flatten()
-    out = []
-    for n in sounding_notes_iter(flat):
-        onset = Fraction(n.offset).limit_denominator(10080)
-        dur = Fraction(n.quarterLength).limit_denominator(10080)
-        for p in n.pitches:
-            out.append((p.midi, onset, dur))
-    out.sort()
-    return out
 
 
 def pianoroll_png(score, title: str = "", log: Log = None) -> bytes:

@@ -24,7 +24,7 @@ from pathlib import Path
 from .abc.reader import parse_abc
 from .abc.writer import write_abc
 from .errors import AbcgenError
-from .notes import compare_events, note_events
+from .sounding import compare_events, note_events
 
 
 def strip_repeats(abc: str) -> str:

@@ -385,8 +385,8 @@ def note_events(text: str, tune: int = 1) -> dict:
 
 
 def _note_events(text: str, tune: int = 1) -> dict:
-    from .notes import part_events
-    from .render import played
+    from .sounding import part_events
+    from .sounding import played
 
     parsed = parse_book(text)
     t, score = _select(parsed, tune, "notes")[0]

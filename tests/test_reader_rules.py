@@ -18,8 +18,8 @@ from abcgen.abc.parse import _expand_order, parse_key, read_tune
 from abcgen.abc.reader import parse_abc
 from abcgen.abc.writer import write_abc
 from abcgen.errors import AbcParseError
-from abcgen.notes import note_events
-from abcgen.render import played
+from abcgen.sounding import note_events
+from abcgen.sounding import played
 from abcgen.roundtrip import abc2midi_check, notes_agree
 
 HAVE_ABC2MIDI = shutil.which("abc2midi") is not None
@@ -249,7 +249,7 @@ def small_tunes(draw):
                 toks.append(note() + draw(st.sampled_from(_LENS)))
             elif kind == "chord":
                 # two different letters: a pitch twice in a chord, split over a new bar line,
-                # ties one way in sound (abcgen.notes merges ties by pitch): left aside
+                # ties one way in sound (abcgen.sounding merges ties by pitch): left aside
                 a, b = draw(st.lists(st.sampled_from(_LETTERS), min_size=2, max_size=2, unique=True))
                 toks.append("[" + draw(st.sampled_from(_ACCS)) + a + draw(st.sampled_from(_ACCS)) + b + "]"
                             + draw(st.sampled_from(_LENS)))

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import abcgen.cli_render  # noqa: F401  registers the command on the app
-from abcgen import render
+from abcgen import render, sounding
 from abcgen.abc.reader import parse_abc, parse_tune, read_book, sounding_notes_iter
 from abcgen.cli import app
 from abcgen.errors import AbcParseError, InputError
@@ -200,12 +200,12 @@ def test_midi_rereads_to_the_notes_as_played(tmp_path, abc):
     assert out.read_bytes()[:4] == b"MThd"
     back = reread_midi(out)
     score = score_of(abc)
-    assert events(back) == events(render.played(score))
+    assert events(back) == events(sounding.played(score))
 
 
 def test_midi_plays_repeats_and_endings_out(tmp_path):
     score = score_of(JIG)
-    heard = render.played(score)
+    heard = sounding.played(score)
     # |: A B C |1 D :|2 E |]  is heard as  A B C D A B C E
     assert heard.highestTime == 8 * 3
     assert n_pitches(heard) > n_pitches(score)

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from abcgen.abc.reader import parse_abc
 from abcgen.abc.writer import choose_unit, duration_str, key_str, model_text, write_abc
-from abcgen.notes import compare_events, note_events
+from abcgen.sounding import compare_events, note_events
 
 H = "X:1\nT:Fixture\nM:4/4\nL:1/8\nK:G\n"
 

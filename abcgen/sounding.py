@@ -1,4 +1,8 @@
-"""Sounding notes of a Stream, for comparing two readings of the same music.
+"""The music as heard: played order, sounding notes, comparisons of two readings.
+
+``played`` writes repeats and endings out (what render's MIDI, the checks and the piano
+roll play).  ``sounding_events`` lists every sounding pitch; ``note_events`` and
+``compare_events`` compare two readings of the same music.
 
 A note event is (part, onset, duration, MIDI pitch) with ties merged and grace
 notes and chord symbols left aside: what a listener hears, not how it is spelled.
@@ -10,10 +14,14 @@ compares spellings, so ``=c-|c`` would not merge there.)
 
 from __future__ import annotations
 
+import warnings
 from fractions import Fraction
+from typing import Callable, Optional
 
 from .abc.reader import sounding_notes_iter
 from .abc.writer import frac
+
+Log = Optional[Callable[[str], None]]
 
 _TIED = ("start", "continue")
 
@@ -78,3 +86,36 @@ def compare_events(a: list, b: list) -> str | None:
                 return "pitch differs"
             return "duration differs"
     return "order differs"
+
+
+def played(score, log: Log = None):
+    """The score as heard: repeats and endings written out, ties joined.
+
+    music21's expander rejects some unbalanced repeat marks that players read
+    fine; then the written order is played, with a warning.
+    """
+    if not any(True for _ in score.recurse().getElementsByClass(
+            ("Repeat", "RepeatBracket", "RepeatExpression"))):
+        return score   # nothing to expand; music21 also refuses tunes parsed without bars
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return score.expandRepeats()
+    except Exception as e:  # music21's expander raises several unrelated types
+        if log:
+            log(f"abcgen: warning: repeats not expanded ({type(e).__name__}: {e}); "
+                "playing the tune as written")
+        return score
+
+
+def sounding_events(stream) -> list[tuple[int, Fraction, Fraction]]:
+    """(MIDI pitch, onset, duration) in quarter notes for every sounding pitch; chords give one per note."""
+    flat = stream.flatten()
+    out = []
+    for n in sounding_notes_iter(flat):
+        onset = Fraction(n.offset).limit_denominator(10080)
+        dur = Fraction(n.quarterLength).limit_denominator(10080)
+        for p in n.pitches:
+            out.append((p.midi, onset, dur))
+    out.sort()
+    return out
