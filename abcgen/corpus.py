@@ -603,6 +603,8 @@ def format_stats(st: dict) -> str:
     lines.append("meters: " + ", ".join(f"{k} {v}" for k, v in list(st["meters"].items())[:10]))
     lines.append("keys: " + ", ".join(f"{k} {v}" for k, v in list(st["keys"].items())[:12]))
     c = st.get("cache", {})
-    lines.append(f"cache: {c.get('dir')} ({'hit' if c.get('hit') else 'built'}; "
+    how = "hit" if c.get("hit") else ("from the prepared corpus shipped in the package"
+                                       if c.get("shipped") else "built")
+    lines.append(f"cache: {c.get('dir')} ({how}; "
                  f"{c.get('wall_s', st.get('wall_s'))} s)")
     return "\n".join(lines)

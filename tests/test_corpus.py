@@ -178,3 +178,30 @@ def test_prepare_rebars_and_keeps_out_by_reason(tmp_path):
     assert st["meter_changes"] == 1 and st["key_changes"] == 0
     jig = next(t["abc"] for t in prep.tunes if "12/8" in t["abc"])
     assert jig.endswith("K:Dmaj\n|:ABc def|ABc def:|\n")
+
+
+def test_the_shipped_folk_corpus_is_current_and_is_what_prepare_makes():
+    """The package ships the prepared built-in corpus (corpora/folk.prepared.json.xz) so that a
+    fresh install needs no cold prepare; it must be keyed by today's sources and code, and its
+    tunes must be what canonicalizing their sources gives now (a sample of 60)."""
+    import lzma
+
+    path = corpus.shipped_path("folk")
+    assert path.is_file()
+    assert path.stat().st_size < 3_000_000                    # compact
+    m = corpus.load_manifest("folk")
+    files = corpus.source_files(m)
+    data = json.loads(lzma.decompress(path.read_bytes()))
+    assert data["fingerprint"] == corpus.fingerprint(m, files, "none"), (
+        "the reader, writer or the sources changed: regenerate the shipped corpus with "
+        "python -c \"from abcgen.corpus import ship; ship('folk')\"")
+    tunes = data["tunes"]
+    assert len(tunes) == data["stats"]["unique_tunes"] > 10_000
+    books: dict = {}
+    for t in tunes[:: len(tunes) // 60][:60]:
+        f = files[t["file"]][1]
+        if f not in books:
+            books[f] = {(tune.x, tune.line): tune for tune in corpus.read_book(f)}
+        r = corpus.canonicalize_item(("tune", books[f][(t["x"], t["line"])]))
+        assert r["ok"] and r["abc"] == t["abc"], (t["x"], t["line"])
+        assert corpus.split_of(model_text(t["abc"]), m) == t["split"]
