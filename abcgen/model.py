@@ -7,9 +7,7 @@ exported ``.npz`` through :mod:`abcgen.step`, which needs NumPy alone.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 
 import keras
@@ -132,32 +130,6 @@ def export_npz(model: keras.Model, path: str | os.PathLike, meta: dict,
         vocab_size=int(weights["embedding"].shape[0]),
         dtype=dtype,
     )
-    arrays = {name: a.astype(dtype) for name, a in weights.items()}
-    if isinstance(full_meta.get("vocab"), dict):
-        from .abc.tokens import Vocabulary
-        from .step import vocab_binding
+    from .step import save_npz   # the one .npz writer (dtype, vocabulary binding, atomic)
 
-        v = full_meta["vocab"]
-        full_meta["vocab_binding"] = vocab_binding(arrays, Vocabulary(v["symbols"], v["level"]).fingerprint())
-    meta_bytes = json.dumps(full_meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    arrays["__meta__"] = np.frombuffer(meta_bytes, dtype=np.uint8)
-
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp makes the file owner-only; a model is meant to be shared.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return save_npz(path, weights, full_meta, dtype=dtype)

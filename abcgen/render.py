@@ -33,13 +33,13 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from contextlib import contextmanager
 from math import lcm
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from .abc.reader import Tune, parse_tune, read_book
 from .errors import AbcgenError, InputError
+from .fileio import atomic_path, atomic_write_bytes
 from .sounding import played, sounding_events
 
 FORMATS = {
@@ -347,7 +347,7 @@ def wav_file(score, out: Path, log: Log = None) -> None:
     with tempfile.TemporaryDirectory(prefix="abcgen-render-") as tmp:
         mid = Path(tmp) / "tune.mid"
         mid.write_bytes(midi_bytes(score, log))
-        with _atomic_path(out) as tmp_wav:
+        with atomic_path(out) as tmp_wav:
             try:
                 proc = subprocess.run(
                     [exe, "-n", "-i", "-q", "-F", str(tmp_wav), "-T", "wav", "-O", "s16",
@@ -475,33 +475,8 @@ def _runtime(msg: str, where: Tune | None) -> AbcgenError:
     return AbcgenError(msg, file=where.file, tune=where.x, line=where.line)
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` that becomes ``path`` only if the block succeeds.
-
-    Same folder, so the final rename never crosses file systems and is atomic.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    while True:
-        tmp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        try:
-            # os.open with 0o666 lets the umask decide the mode, as for any new file.
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            break
-        except FileExistsError:
-            continue
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     try:
-        with _atomic_path(path) as tmp:
-            tmp.write_bytes(data)
+        atomic_write_bytes(path, data)
     except OSError as e:
         raise InputError(f"cannot write: {e.strerror or e}", file=str(path)) from None

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .errors import AbcgenError, InputError
-from .fileio import atomic_write_text
+from .fileio import atomic_path, atomic_write_text
 
 # --------------------------------------------------------------------------
 # Configs
@@ -186,13 +186,8 @@ class RunDir:
 
     def save_model(self, model, name: str) -> None:
         """model.save into a temporary .keras name, then rename: never a half-written checkpoint."""
-        tmp = self.path / f".tmp-{os.getpid()}-{name}"
-        try:
+        with atomic_path(self.path / name) as tmp:
             model.save(tmp)
-            os.replace(tmp, self.path / name)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
     def checkpoint(self, model, state: dict) -> None:
         name = f"ckpt-{state['epoch']:03d}.keras"

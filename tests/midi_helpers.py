@@ -11,7 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from abcgen.midi.io import conductor, notes_track, smf
-from abcgen.notes import note_events
+from abcgen.sounding import note_events
 from abcgen.render import played
 
 _STEP = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}

@@ -7,7 +7,7 @@ import pytest
 
 from abcgen.abc.reader import parse_abc, split_book
 from abcgen.abc.writer import write_abc
-from abcgen.notes import note_events
+from abcgen.sounding import note_events
 from abcgen.roundtrip import check_tune, notes_agree, strip_repeats, summarize
 
 from .test_writer import CASES

@@ -32,7 +32,7 @@ import abcgen.midi.meter as M
 from abcgen.abc.reader import parse_tune, read_book
 from abcgen.abc.writer import frac
 from abcgen.midi.io import MidiTrack
-from abcgen.notes import note_events
+from abcgen.sounding import note_events
 
 BASE = str(Path(__import__("music21").__file__).parent / "corpus") + "/"
 SETS = {"ryans": "ryansMammoth/*.abc", "oneills": "oneills1850/*.abc", "essen": "essenFolksong/*.abc"}
