@@ -161,7 +161,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     quiet = lambda m: None  # noqa: E731
     train_roll(tmp_path / "a", dict(TINY, epochs=3, patience=10), log=quiet)
     train_roll(tmp_path / "b", dict(TINY, epochs=1, patience=10), log=quiet)
-    from abcgen.cli import _trainer
+    from abcgen.cli.model import _trainer
 
     assert _trainer(tmp_path / "b", None, True) is train_roll      # the run's format is read back
     train_roll(tmp_path / "b", dict(epochs=3), resume=True, log=quiet)

@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import abcgen.cli_render  # noqa: F401  registers the command on the app
 from abcgen import render, sounding
 from abcgen.abc.reader import parse_abc, parse_tune, read_book, sounding_notes_iter
 from abcgen.cli import app

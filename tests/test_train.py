@@ -145,7 +145,7 @@ def test_resolve_config_per_format(tmp_path):
 
 
 def test_format_dispatch(tmp_path):
-    from abcgen.cli import _trainer
+    from abcgen.cli.model import _trainer
     from abcgen.pianoroll_train import train_roll
 
     assert _trainer(tmp_path, None, False) is T.train

@@ -1,293 +1,36 @@
-"""The ``abcgen`` command line.
-
-Thin on purpose: each command parses its options and calls a module.  Heavy
-imports (music21, TensorFlow) happen inside the commands, so ``abcgen --help``
-is instant.  Tune text goes to stdout; logs and progress go to stderr.
-Exit codes: 0 success, 1 failure at run time, 2 bad usage or bad input.
-"""
+"""Commands that serve the model: train, sample, export, evaluate, and the benchmarks."""
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
-from . import __version__
-from .errors import AbcgenError
-from .runs import default_note as _d
+from ..runs import default_note as _d
+from .common import fail, handled, log, print_json_last, require_train_extra
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Learn folk tunes in ABC notation and write new ones.",
-)
-check_app = typer.Typer(no_args_is_help=True, help="Corpus-wide checks of the reader and writer.")
-app.add_typer(check_app, name="check")
 bench_app = typer.Typer(no_args_is_help=True, help="Speed measured side by side, reported as ratios.")
-app.add_typer(bench_app, name="bench")
-
-_state = {"debug": False}
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def fail(msg: str, code: int = 2) -> None:
-    """Print a one-line error and exit with the given code."""
-    print(f"abcgen: error: {msg}", file=sys.stderr, flush=True)
-    raise typer.Exit(code)
-
-
-def print_json_last(obj) -> None:
-    """--json: the figures as one JSON object, the last line of stdout."""
-    import json
-
-    print(json.dumps(obj, sort_keys=True))
-
-
-# The modules of the optional ``train`` extra (pyproject.toml): only train, export,
-# evaluate --model RUN and bench import them.
-TRAIN_EXTRA = ("tensorflow", "keras")
-
-
-def require_train_extra(command: str) -> None:
-    """Fail at once, before any corpus work, when the command needs TensorFlow and it is absent."""
-    import importlib.util
-
-    for name in TRAIN_EXTRA:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):  # a broken or blocked install counts as absent
-            found = False
-        if not found:
-            _fail_train_extra(command)
-
-
-def _fail_train_extra(command: str) -> None:
-    fail(f"abcgen {command} needs TensorFlow, which the light install leaves out; "
-         "install it with: pip install 'abcgen[train]'", 2)
-
-
-def handled(fn):
-    """Turn abcgen errors into one line and an exit code; tracebacks only with --debug."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except AbcgenError as e:
-            if _state["debug"]:
-                raise
-            fail(str(e), e.exit_code)
-        except KeyboardInterrupt:
-            print("abcgen: interrupted", file=sys.stderr)
-            raise typer.Exit(130)
-        except BrokenPipeError:
-            raise typer.Exit(0)
-        except ModuleNotFoundError as e:
-            missing = (e.name or "").split(".")[0]
-            if missing not in TRAIN_EXTRA or _state["debug"]:
-                raise
-            _fail_train_extra(fn.__name__.replace("_", " "))
-        except Exception as e:  # a bug: still one line unless --debug
-            if _state["debug"]:
-                raise
-            fail(f"internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)", 1)
-
-    return wrapper
-
-
-def _version(value: bool):
-    if value:
-        print(f"abcgen {__version__}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def main(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-):
-    """Learn folk tunes in ABC notation and write new ones."""
-    _state["debug"] = debug
-
-
-@app.command()
-@handled
-def prepare(
-    corpus: str = typer.Option("folk", "--corpus", "-c",
-                               help="A corpus name (see corpora/) or a folder, file or glob of tunes."),
-    print_split: Optional[str] = typer.Option(None, "--print-split",
-                                              help="Write the canonical tunes of one split "
-                                                   "(train, valid, test) to stdout."),
-    transpose: str = typer.Option("none", "--transpose",
-                                  help="none | C (every tune to tonic C, as folk-rnn) | all "
-                                       "(train tunes in all 12 keys)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild even when a cache exists."),
-    json_out: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
-):
-    """Parse, canonicalize, deduplicate and split a corpus; print its statistics."""
-    from . import corpus as corpus_mod
-
-    if print_split is not None and print_split not in corpus_mod.SPLITS:
-        fail(f"--print-split must be one of {', '.join(corpus_mod.SPLITS)}, not {print_split!r}")
-    prepared = corpus_mod.prepare(corpus, transpose=transpose, jobs=jobs,
-                                  use_cache=not no_cache, progress=print_split is None)
-    if print_split is not None:
-        out = sys.stdout
-        for i, t in enumerate(prepared.split(print_split), 1):
-            out.write(corpus_mod.book_entry(t, i))
-            out.write("\n")
-        return
-    if json_out:
-        import json
-
-        print(json.dumps(prepared.stats, indent=1, sort_keys=True))
-    else:
-        print(corpus_mod.format_stats(prepared.stats))
-
-
-@app.command()
-@handled
-def convert(
-    inputs: List[str] = typer.Argument(..., help="ABC, MIDI or MusicXML files, folders or globs."),
-    to: Optional[str] = typer.Option(None, "--to", help="Output format: abc, mid, musicxml or mxl "
-                                                        "[from -o's extension, else abc]."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write everything to FILE."),
-    outdir: Optional[Path] = typer.Option(None, "-O", "--outdir",
-                                          help="Write each input to DIR/<stem>.<ext>."),
-    grid: str = typer.Option("1/16", "--grid", help="MIDI in: shortest note of the quantization grid."),
-    triplets: bool = typer.Option(True, "--triplets/--no-triplets", help="MIDI in: allow triplet beats."),
-    track: Optional[int] = typer.Option(None, "--track", help="MIDI in: the track to read (default: the melody)."),
-    all_tracks: bool = typer.Option(False, "--all-tracks", help="MIDI in: every track as a voice."),
-    meter: Optional[str] = typer.Option(None, "--meter", help="MIDI in: the meter, e.g. 6/8 (default: "
-                                                             "the file's, else detected)."),
-    repeats: bool = typer.Option(True, "--repeats/--no-repeats",
-                                 help="MIDI in: write a section played twice once, with repeat marks "
-                                      "and endings (default), or every bar as played."),
-    expand_repeats: bool = typer.Option(True, "--expand-repeats/--no-expand-repeats",
-                                        help="MIDI out: play repeats and endings out (default), "
-                                             "or every note once, as written."),
-):
-    """Convert tunes between ABC, MIDI and MusicXML; ABC out is canonical ABC."""
-    from . import convert as convert_mod
-
-    if output is not None and outdir is not None:
-        fail("give -o FILE or -O DIR, not both")
-    midi_options = dict(grid=grid, triplets=triplets, track=track, all_tracks=all_tracks, meter=meter,
-                        repeats=repeats)
-    try:
-        failures = convert_mod.convert(inputs, to=to, output=output, outdir=outdir, log=log,
-                                       midi_options=midi_options, expand_repeats=expand_repeats)
-    except convert_mod.ConvertFailed as e:  # nothing converted: bad input, exit 2
-        log(f"abcgen: {len(e.failures)} failure(s):")
-        for f in e.failures:
-            log(f"  {f}")
-        fail(str(e), 2)
-    if failures:
-        log(f"abcgen: {len(failures)} failure(s):")
-        for f in failures:
-            log(f"  {f}")
-        raise typer.Exit(1)
-
-
-@check_app.command("roundtrip")
-@handled
-def check_roundtrip(
-    corpus: str = typer.Option("folk", "--corpus", "-c", help="Corpus name or path."),
-    limit: int = typer.Option(0, "--limit", help="Check only the first N tunes (0: all)."),
-    abc2midi: bool = typer.Option(True, "--abc2midi/--no-abc2midi",
-                                  help="Cross-check the canonical tunes with abc2midi."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
-    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
-):
-    """parse(write(parse(abc))) against parse(abc) over a corpus, and abc2midi's reading."""
-    from . import roundtrip
-
-    report = roundtrip.run(corpus, limit=limit, use_abc2midi=abc2midi, jobs=jobs, log=log)
-    print(roundtrip.format_report(report))
-    if json_out:
-        print_json_last(report["summary"])
-
-
-@check_app.command("played")
-@handled
-def check_played(
-    path: Optional[str] = typer.Argument(None, help="A tune book or folder of .abc files (else --corpus)."),
-    corpus: str = typer.Option("folk", "--corpus", "-c", help="Corpus name or path."),
-    limit: int = typer.Option(0, "--limit", help="Tunes to check, spread evenly (0: all)."),
-    reader: str = typer.Option("abcgen", "--reader", help="abcgen (ours) or music21 (for comparison)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
-    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
-):
-    """Source, canonical text and our reading, all played: the same notes as abc2midi plays?"""
-    from . import played
-
-    if reader not in ("abcgen", "music21"):
-        fail("--reader must be abcgen or music21")
-    if limit < 0:
-        fail("--limit must not be negative")
-    report = played.run(path or corpus, limit=limit, jobs=jobs, reader=reader)
-    print(played.format_report(report))
-    if json_out:
-        print_json_last(report["summary"])
-
-
-@check_app.command("midi-roundtrip")
-@handled
-def check_midi_roundtrip(
-    corpus: str = typer.Option("folk", "--corpus", "-c", help="Corpus name or path."),
-    limit: int = typer.Option(1000, "--limit", help="Tunes to measure, spread evenly over the corpus (0: all)."),
-    grid: str = typer.Option("1/16", "--grid", help="Quantization grid of the MIDI import."),
-    triplets: bool = typer.Option(True, "--triplets/--no-triplets", help="Allow triplet beats."),
-    jitter: float = typer.Option(0.0, "--jitter", help="Move every note-on/off by up to MS milliseconds."),
-    midi2abc: bool = typer.Option(True, "--midi2abc/--no-midi2abc",
-                                  help="Measure midi2abc (Debian abcmidi) on the same files."),
-    repeats: bool = typer.Option(True, "--repeats/--no-repeats", help="Recover repeats in the MIDI import."),
-    abc2midi: bool = typer.Option(False, "--abc2midi", help="Also play abcgen's ABC with abc2midi and compare."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0: all cores)."),
-    json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
-):
-    """ABC -> MIDI -> ABC over corpus tunes: tunes and notes exact, files/s, beside midi2abc."""
-    from . import midi_check
-
-    if limit < 0 or jitter < 0:
-        fail("--limit and --jitter must not be negative")
-    report = midi_check.run(corpus, limit=limit, grid=grid, triplets=triplets, jitter=jitter,
-                            use_midi2abc=midi2abc, jobs=jobs, log=log, repeats=repeats,
-                            use_abc2midi=abc2midi)
-    print(midi_check.format_report(report))
-    if json_out:
-        print_json_last(report["summary"])
 
 
 def _trainer(out: Path, fmt: Optional[str], resume: bool):
     """``--format`` dispatch: the train function of the format asked for (resuming: the run's own)."""
-    from .errors import InputError
-    from .runs import run_format
+    from ..errors import InputError
+    from ..runs import run_format
 
     fmt = run_format(out, fmt, resume)
     if fmt == "pianoroll":
-        from .pianoroll_train import train_roll
+        from ..pianoroll_train import train_roll
 
         return train_roll
     if fmt != "abc":
         raise InputError(f"--format must be abc or pianoroll, not {fmt!r}")
-    from .train import train as train_text
+    from ..train import train as train_text
 
     return train_text
 
 
-@app.command()
 @handled
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (config, vocabulary, checkpoints, metrics)."),
@@ -342,12 +85,12 @@ def train(
     Defaults are given per format where they differ (abc: the text model;
     pianoroll: the piano-roll model)."""
     require_train_extra("train")
-    from .abc.tokens import LEVELS
+    from ..abc.tokens import LEVELS
 
     if level is not None and level not in LEVELS:
         fail(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
     if workers is not None or index is not None:
-        from .runs import set_tf_config
+        from ..runs import set_tf_config
 
         if workers is None:
             fail("--index goes with --workers host:port,host:port,...")
@@ -379,7 +122,7 @@ def bench_train(
 ):
     """Training tokens/s of abcgen's model beside the keras-io character-LSTM reference."""
     require_train_extra("bench train")
-    from . import bench
+    from .. import bench
 
     r = bench.bench_train(corpus=corpus, level=level, hidden=hidden, layers=layers, batches=batches,
                           log=lambda m: print(m, flush=True))
@@ -387,7 +130,6 @@ def bench_train(
         print_json_last(r)
 
 
-@app.command()
 @handled
 def evaluate(
     tunes: Optional[Path] = typer.Argument(None, help="A tune book to check (generated or real)."),
@@ -408,7 +150,7 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
 ):
     """Tunes: validity, histograms, structure and novelty beside a corpus; a model: held-out bits."""
-    from . import evaluate as ev
+    from .. import evaluate as ev
 
     use_model = model is not None or corpus is not None or split is not None
     if tunes is None and not use_model:
@@ -420,7 +162,7 @@ def evaluate(
     if model is not None and Path(model).expanduser().is_dir():
         require_train_extra("evaluate --model RUN_DIR")
     if report_dir is not None:
-        from .fileio import check_writable_dir, refuse_overwrite
+        from ..fileio import check_writable_dir, refuse_overwrite
 
         check_writable_dir(report_dir, "-O")
         refuse_overwrite([report_dir / n for n in ("report.md", "report.json")], [tunes])
@@ -434,7 +176,7 @@ def evaluate(
         print(ev.format_model_report(m))
         r.update(m)
     if report_dir is not None:
-        from . import evalreport
+        from .. import evalreport
 
         try:
             log(f"wrote {evalreport.write_report(r, report_dir)}")
@@ -444,7 +186,6 @@ def evaluate(
         print_json_last(r)
 
 
-@app.command()
 @handled
 def sample(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Run directory or .npz [the shipped model]."),
@@ -481,11 +222,11 @@ def sample(
 ):
     """Write new tunes as an ABC tune book to stdout (or, --format pianoroll, a MIDI file)."""
     if fmt == "pianoroll":
-        from .pianoroll import write_sample
+        from ..pianoroll import write_sample
 
         if model is None or output is None:
             fail("--format pianoroll needs --model RUN_DIR and -o OUT.mid")
-        from .fileio import refuse_overwrite
+        from ..fileio import refuse_overwrite
 
         mp = Path(model)
         ins = [mp] if mp.is_file() else [p for p in mp.glob("*") if p.is_file()] if mp.is_dir() else []
@@ -501,10 +242,10 @@ def sample(
 
     # BLAS threads, set before NumPy loads (abcgen.threads): one for a few tunes, the free
     # cores for a batch of 8 or more (1.8 times faster on two idle cores, abcgen bench sample).
-    from .threads import set_blas_threads
+    from ..threads import set_blas_threads
 
     set_blas_threads(count)
-    from . import sample as S
+    from .. import sample as S
 
     opts = S.SampleOptions(count=count, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                            meter=meter, key=key, unit=unit, prime=prime, max_tokens=max_tokens,
@@ -515,7 +256,7 @@ def sample(
     if fresh:
         opts.seed = S.fresh_seed()
     if render is not None:
-        from .render import format_of
+        from ..render import format_of
 
         format_of(render)  # an unknown extension fails before any sampling
     m = S.Model(S.resolve_model(model))
@@ -527,7 +268,7 @@ def sample(
     if render is not None:
         import tempfile
 
-        from . import render as render_mod
+        from .. import render as render_mod
 
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / (render.stem + ".abc")
@@ -536,7 +277,6 @@ def sample(
                 log(f"wrote {path}")
 
 
-@app.command()
 @handled
 def export(
     model: str = typer.Argument(..., help="A run directory from abcgen train, or a model .npz."),
@@ -546,13 +286,13 @@ def export(
                                        help="A line of provenance stored in the model's metadata."),
 ):
     """Write a run's sampling model as one compact .npz (what `abcgen sample --model` loads)."""
-    from . import sample as S
-    from .step import load_npz, save_npz
+    from .. import sample as S
+    from ..step import load_npz, save_npz
 
     if dtype not in ("float16", "float32"):
         fail(f"--dtype must be float16 or float32, not {dtype!r}")
     src = S.resolve_model(model)
-    from .fileio import refuse_overwrite
+    from ..fileio import refuse_overwrite
 
     refuse_overwrite([output], [src])
     weights, meta = load_npz(src)
@@ -574,7 +314,7 @@ def bench_sample(
 ):
     """Sampling tokens/s: NumPy sampler (1 and 64 tunes) beside the naive Keras loop."""
     require_train_extra("bench sample")
-    from . import bench
+    from .. import bench
 
     r = bench.bench_sample(corpus=corpus, hidden=hidden, layers=layers, tokens=tokens, model_path=model,
                            log=lambda m: print(m, flush=True))
@@ -598,15 +338,10 @@ def bench_serve(
 ):
     """The studio on loopback: p50/p95/max and errors of /api/sample and /api/render, alone and
     with a slow render in flight."""
-    from . import bench
+    from .. import bench
 
     r = bench.bench_serve(model=model, count=count, renders=renders, concurrency=concurrency,
                           max_tokens=max_tokens, slow_bars=slow_bars, timeout=timeout,
                           time_limit=time_limit, log=lambda m: print(m, flush=True))
     if json_out:
         print_json_last(r)
-
-
-# Commands defined in their own modules register on `app` when imported.
-from . import cli_render  # noqa: E402,F401
-from . import cli_serve  # noqa: E402,F401

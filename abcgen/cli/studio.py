@@ -1,16 +1,47 @@
-"""The ``abcgen serve`` command: the web studio (see abcgen/serve.py).
+"""Commands that serve the studio: engrave tunes (render) and the local web studio (serve).
 
-A module of its own, registered on the shared app by cli.py's last lines;
-FastAPI and uvicorn are imported only when the command runs.
+music21, verovio, cairo, FastAPI and uvicorn are imported only when a command runs.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .cli import app, fail, handled, log
+from .common import fail, handled, log
+
+
+@handled
+def render(
+    tune_file: Path = typer.Argument(..., help="An ABC file: one tune or a book of tunes."),
+    output: Path = typer.Option(
+        ..., "-o", "--output",
+        help="Output file; its extension picks the format: .svg .png .pdf .musicxml .xml "
+             ".mid .midi .wav.  A book writes NAME-X.EXT per tune (X: its X number), "
+             "except PDF: one file."),
+    tune: Optional[int] = typer.Option(None, "--tune", help="Render only the tune with this X: number."),
+    pianoroll: bool = typer.Option(
+        False, "--pianoroll",
+        help="Draw a piano roll: instead of the sheet music with a .png output, "
+             "else as NAME-roll.png beside it."),
+):
+    """Engrave ABC tunes as sheet music, MusicXML, MIDI or WAV audio."""
+    from .. import render as render_mod
+
+    try:
+        written = render_mod.render_file(tune_file, output, tune=tune, pianoroll=pianoroll, log=log)
+    except render_mod.RenderFailed as e:  # the good tunes are written; every failure listed
+        for path in e.written:
+            log(f"wrote {path}")
+        log(f"abcgen: {len(e.failures)} failure(s):")
+        for f in e.failures:
+            log(f"  {f}")
+        fail(f"{tune_file}: {e.summary}", e.exit_code)
+    for path in written:
+        log(f"wrote {path}")
+
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -28,7 +59,6 @@ def _check_free(host: str, port: int) -> None:
         fail(f"cannot listen on {host}:{port}: {e.strerror or e}", 1)
 
 
-@app.command()
 @handled
 def serve(
     host: str = typer.Option("127.0.0.1", "--host",
@@ -40,7 +70,7 @@ def serve(
 ):
     """A local web studio: generate tunes, read the sheet music, hear them, download them."""
     # One BLAS thread per worker: the workers already share the cores (abcgen.threads).
-    from .threads import set_blas_threads
+    from ..threads import set_blas_threads
 
     set_blas_threads(1)
     if not 0 < port < 65536:
@@ -51,7 +81,7 @@ def serve(
         fail("--workers must be at least 1")
     import uvicorn
 
-    from .serve import create_app
+    from ..serve import create_app
 
     _check_free(host, port)
     web = create_app(model, timeout=timeout, workers=workers, host=host)
