@@ -101,7 +101,8 @@ def bench_train(*, corpus: str = "folk", level: str = "char", hidden: int = 512,
 
 
 def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, tokens: int = 400,
-                 naive_tokens: int = 60, model_path: str | None = None, log=print) -> dict:
+                 naive_tokens: int = 60, model_path: str | None = None, min_tokens: int = 2000,
+                 log=print) -> dict:
     """Tokens/s of the NumPy sampler (1 tune, 64 tunes) beside the naive Keras loop, same model."""
     import os
     import subprocess
@@ -121,14 +122,14 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
 
     tmp = Path(tempfile.mkdtemp(prefix="abcgen-bench-"))
     if model_path:
-        npz = S.resolve_model(model_path)
+        npz = S.resolve_model(None if model_path == "default" else model_path)
         m = S.Model(npz)
         vocab = m.vocab
         from .train import load_model
 
+        # The naive Keras loop needs the run's Keras model; an exported .npz alone (the
+        # shipped model) is timed without it.
         kmodel = load_model(npz.parent / "best.keras") if (npz.parent / "best.keras").is_file() else None
-        if kmodel is None:
-            raise RuntimeError("the naive Keras loop needs the run's best.keras beside model.npz")
     else:
         vocab = Vocabulary.build(prepare(corpus, progress=False).texts("train"), "token")
         keras.utils.set_random_seed(0)
@@ -138,7 +139,7 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
         m = S.Model(npz)
     r = {"hidden": hidden, "layers": layers, "vocab": len(vocab), "model": str(npz)}
 
-    def timed(count, at_least=2000):
+    def timed(count, at_least=min_tokens):
         """Tokens/s over whole samplings (seeds 1, 2, ...) of `count` tunes, until at
         least `at_least` tokens: one short tune is too brief to time."""
         n, dt, seed = 0, 0.0, 1
@@ -151,28 +152,48 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
             seed += 1
         return n / dt, n
 
+    def ceiling(count, steps=max(20, min_tokens // 8)):
+        """Tokens/s of the LSTM step alone at this batch (no mask, no drawing): the
+        GEMM-bound ceiling that the sampler's per-token Python work is measured against."""
+        _, state = m.net.run(np.asarray([vocab.bos_id], dtype=np.int64))
+        state = [(np.repeat(h, count, axis=0), np.repeat(c, count, axis=0)) for h, c in state]
+        tok = np.full(count, vocab.bos_id, dtype=np.int64)
+        m.net.step(tok, state)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            logits, state = m.net.step(tok, state)
+            tok = np.asarray(logits).argmax(axis=-1).astype(np.int64)
+        return count * steps / (time.perf_counter() - t0)
+
     S.sample(m, S.SampleOptions(count=2, seed=0, max_tokens=20))  # warm-up
     r["numpy_1_tokens_per_s"], n1 = timed(1)
     r["numpy_64_tokens_per_s"], n64 = timed(64)
-    log(f"NumPy sampler with the ABC mask, 1 tune: {r['numpy_1_tokens_per_s']:,.0f} tokens/s ({n1} tokens)")
-    log(f"NumPy sampler with the ABC mask, 64 tunes: {r['numpy_64_tokens_per_s']:,.0f} tokens/s ({n64} tokens)")
+    r["step_only_1_tokens_per_s"] = ceiling(1)
+    r["step_only_64_tokens_per_s"] = ceiling(64)
+    log(f"NumPy sampler with the ABC mask, 1 tune: {r['numpy_1_tokens_per_s']:,.0f} tokens/s ({n1} tokens); "
+        f"the LSTM step alone: {r['step_only_1_tokens_per_s']:,.0f}")
+    log(f"NumPy sampler with the ABC mask, 64 tunes: {r['numpy_64_tokens_per_s']:,.0f} tokens/s ({n64} tokens); "
+        f"the LSTM step alone: {r['step_only_64_tokens_per_s']:,.0f}")
+    if kmodel is None:
+        log("naive Keras loop: not timed (no best.keras beside the model)")
 
     # The naive loop: model.predict on the whole growing window for every token.
-    rng = np.random.default_rng(0)
-    seq = [vocab.bos_id]
-    kmodel.predict(np.asarray([seq]), verbose=0)
-    t0 = time.perf_counter()
-    for _ in range(naive_tokens):
-        logits = kmodel.predict(np.asarray([seq]), verbose=0)[0, -1].astype(np.float64)
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        seq.append(int(rng.choice(len(p), p=p)))
-    r["keras_naive_tokens_per_s"] = naive_tokens / (time.perf_counter() - t0)
-    r["ratio_1"] = r["numpy_1_tokens_per_s"] / r["keras_naive_tokens_per_s"]
-    r["ratio_64"] = r["numpy_64_tokens_per_s"] / r["keras_naive_tokens_per_s"]
-    log(f"naive Keras loop (model.predict on the growing window, {naive_tokens} tokens): "
-        f"{r['keras_naive_tokens_per_s']:,.1f} tokens/s")
-    log(f"ratios: {r['ratio_1']:,.0f}x for one tune, {r['ratio_64']:,.0f}x at batch 64")
+    if kmodel is not None:
+        rng = np.random.default_rng(0)
+        seq = [vocab.bos_id]
+        kmodel.predict(np.asarray([seq]), verbose=0)
+        t0 = time.perf_counter()
+        for _ in range(naive_tokens):
+            logits = kmodel.predict(np.asarray([seq]), verbose=0)[0, -1].astype(np.float64)
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            seq.append(int(rng.choice(len(p), p=p)))
+        r["keras_naive_tokens_per_s"] = naive_tokens / (time.perf_counter() - t0)
+        r["ratio_1"] = r["numpy_1_tokens_per_s"] / r["keras_naive_tokens_per_s"]
+        r["ratio_64"] = r["numpy_64_tokens_per_s"] / r["keras_naive_tokens_per_s"]
+        log(f"naive Keras loop (model.predict on the growing window, {naive_tokens} tokens): "
+            f"{r['keras_naive_tokens_per_s']:,.1f} tokens/s")
+        log(f"ratios: {r['ratio_1']:,.0f}x for one tune, {r['ratio_64']:,.0f}x at batch 64")
 
     # The whole process, as a user runs it.
     # The child reports its own peak RSS as VmHWM, the high-water mark of its own

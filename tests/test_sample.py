@@ -375,3 +375,21 @@ def test_form_parts():
             S.form_parts(bad)
     with pytest.raises(InputError, match="give one"):
         S.check_options(S.SampleOptions(form="AABB", bars=16))
+
+
+@pytest.mark.slow
+def test_bench_sample_times_the_shipped_model_beside_its_step_alone():
+    """bench sample --model default: the sampler with its mask beside the LSTM step alone at the
+    same batch (the mask's cost shows as the gap); no Keras model ships, so no naive loop."""
+    pytest.importorskip("keras")
+    from abcgen.bench import bench_sample
+
+    lines = []
+    r = bench_sample(model_path="default", tokens=60, min_tokens=200, log=lines.append)
+    assert r["model"].endswith("default.npz") and "keras_naive_tokens_per_s" not in r
+    for k in ("numpy_1_tokens_per_s", "numpy_64_tokens_per_s", "step_only_1_tokens_per_s",
+              "step_only_64_tokens_per_s"):
+        assert r[k] > 0
+    # the step alone bounds the sampler that runs it (same model, same batch)
+    assert r["step_only_64_tokens_per_s"] > r["numpy_64_tokens_per_s"]
+    assert any("not timed" in ln for ln in lines) and r["process_ok"]

@@ -306,7 +306,8 @@ def export(
 @handled
 def bench_sample(
     corpus: str = typer.Option("folk", "--corpus", "-c", help="Corpus whose vocabulary the random model uses."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained run instead of a random model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A trained run or .npz instead of a random "
+                                                                    "model; 'default': the shipped model."),
     hidden: int = typer.Option(512, "--hidden"),
     layers: int = typer.Option(1, "--layers"),
     tokens: int = typer.Option(400, "--tokens", help="Length cap per sampled tune."),
