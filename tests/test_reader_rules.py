@@ -324,7 +324,7 @@ def test_rebar_refuses_a_tuplet_across_a_bar_line():
 
 
 def test_unclosed_chord_is_an_error_naming_line_and_column():
-    with pytest.raises(AbcParseError, match="the chord at tune line 6, column 1 is not closed"):
+    with pytest.raises(AbcParseError, match=":6: the chord at column 1 is not closed"):
         parse_abc(tune("CDEF GABc|\n[CEG GABc|\nCDEF|"))
 
 

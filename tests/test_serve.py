@@ -379,7 +379,7 @@ def test_page_generates_engraves_edits_and_plays(server, browser):
     # An edit that music21 cannot read: an inline error naming the line, and the gutter marks it.
     page.fill("#abc", "X:1\nT:t\nM:4/4\nL:1/8\nK:C\nCDEF GABc|\n[CEG GABc|\n")
     page.wait_for_selector("#abc-error:not([hidden])", timeout=30000)
-    assert page.inner_text("#abc-error").startswith("line 7 tune X:1: the chord at tune line 7")
+    assert page.inner_text("#abc-error").startswith("line 7 tune X:1: the chord at column 1 is not closed")
     assert page.inner_text("#gutter .bad") == "7"
     # Fixed: the error goes and the sheet shows the new tune (8 note heads).
     page.fill("#abc", "X:1\nT:Fixed\nM:4/4\nL:1/8\nK:C\nCDEF GABc|]\n")
