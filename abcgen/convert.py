@@ -108,67 +108,6 @@ def _not_binary(path: Path) -> None:
         raise InputError("not ABC text: binary data", file=str(path))
 
 
-def failing_line(tune, book_lines: list[str] | None = None) -> int | None:
-    """The book line at which music21 starts rejecting ``tune`` (its X: line when it cannot tell).
-
-    music21 names no line, and the reader reports a tune's X: line.  This
-    bisects on the number of the tune's own lines kept: the shortest head of
-    the tune that fails ends at the bad line (an unterminated chord, say),
-    which is then found in the book from the tune's X: line on.  Only failing
-    tunes pay for it: about log2(lines) parses.
-    """
-    from .abc.reader import Tune
-
-    lines = tune.text.rstrip("\n").split("\n")
-
-    def fails(k: int) -> bool:
-        head = Tune(text="\n".join(lines[:k]) + "\n", file=tune.file, x=tune.x, line=tune.line,
-                    title=tune.title)
-        try:
-            parse_tune(head)
-        except AbcgenError as e:
-            return e.message != "the tune has no notes"
-        return False
-
-    lo, hi = 1, len(lines)
-    if not fails(hi):
-        return tune.line
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fails(mid):
-            hi = mid
-        else:
-            lo = mid
-    bad = lines[hi - 1]
-    if book_lines is None or not tune.line:
-        return tune.line
-    for i in range(tune.line - 1, min(len(book_lines), tune.line - 1 + len(lines) + 1)):
-        if book_lines[i] == bad:
-            return i + 1
-    return tune.line
-
-
-def locate(e: AbcgenError, tune, book_lines: list[str] | None) -> AbcgenError:
-    """``e`` with its line moved from the tune's X: line to the line music21 rejects."""
-    from .errors import AbcParseError
-
-    if isinstance(e, AbcParseError) and e.message != "the tune has no notes" and e.line == tune.line:
-        try:
-            e.line = failing_line(tune, book_lines)
-        except Exception:  # noqa: BLE001 - the X: line is still a good answer
-            pass
-    return e
-
-
-def book_lines_of(path: Path) -> list[str] | None:
-    from .abc.reader import read_text
-
-    try:
-        return read_text(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    except (AbcgenError, OSError):
-        return None
-
-
 def scores_of(path: Path, failures: list[str], midi_options: dict | None = None):
     """(label, score, title) for every readable tune of a file; failures appended as lines."""
     ext = path.suffix.lower()
@@ -181,14 +120,11 @@ def scores_of(path: Path, failures: list[str], midi_options: dict | None = None)
             return
         if not tunes:
             failures.append(f"{path}: no tune in this file")
-        lines = None
         for t in tunes:
             try:
-                score = parse_tune(t)
+                score = parse_tune(t)      # its errors name the book line (abc.reader.book_line)
             except AbcgenError as e:
-                if lines is None:
-                    lines = book_lines_of(path)
-                failures.append(str(locate(e, t, lines)))
+                failures.append(str(e))
                 continue
             yield f"{path} X:{t.x}", score, t.title
     else:

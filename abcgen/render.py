@@ -167,10 +167,8 @@ def render_file(abc_path: str | Path, out_path: str | Path, tune: int | str | No
         try:
             check_length(t)
             parsed.append((i, t, parse_tune(t)))
-        except AbcgenError as e:
-            from .convert import book_lines_of, locate
-
-            failures.append(locate(e, t, book_lines_of(Path(abc_path))))
+        except AbcgenError as e:          # the reader's errors name the book line
+            failures.append(e)
 
     written: list[Path] = []
     if fmt == "pdf":

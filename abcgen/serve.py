@@ -86,50 +86,6 @@ class EditorError(InputError):
     """ABC from the editor that cannot be read; ``line`` is the line of the submitted text."""
 
 
-def _fails(tune) -> bool:
-    """Whether music21 rejects a (possibly truncated) tune; no notes yet is not a failure."""
-    from .abc.reader import parse_tune
-
-    try:
-        parse_tune(tune)
-    except AbcParseError as e:
-        return e.message != "the tune has no notes"
-    return False
-
-
-def locate_error(text: str, tune) -> int:
-    """The line of ``text`` at which music21 starts rejecting ``tune``.
-
-    Bisects on the number of the tune's lines kept: nothing before the tune
-    fails, the whole tune does, so there is a cut that fails where one line
-    less does not, and its last line is where the trouble is.
-    """
-    from .abc.reader import split_book
-
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    start = tune.line                 # 1-based line of X:, as split_book counts
-    end = len(lines)
-    nxt = [t.line for t in split_book(text, file=tune.file) if t.line > start]
-    if nxt:
-        end = min(nxt) - 1
-
-    def fails(k: int) -> bool:        # the tune cut after line k fails
-        cut = split_book("\n".join(lines[:k]), file=tune.file)
-        return bool(cut) and _fails(cut[-1])
-
-    # Before the tune's first line nothing fails (a text without X: starts at line 1).
-    lo, hi = start - 1, end
-    if not fails(hi):
-        return start
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fails(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
 def parse_book(text: str):
     """[(Tune, Score)] of every tune of an editor's text; EditorError naming the line."""
     from .abc.reader import parse_tune, split_book
@@ -149,9 +105,8 @@ def parse_book(text: str):
             raise EditorError(e.message, tune=t.x, line=t.line) from None
         try:
             out.append((t, parse_tune(t)))
-        except AbcParseError as e:
-            line = t.line if e.message == "the tune has no notes" else locate_error(text, t)
-            raise EditorError(e.message, tune=t.x, line=line) from None
+        except AbcParseError as e:         # the reader names the line of the submitted text
+            raise EditorError(e.message, tune=t.x, line=e.line or t.line) from None
     return out
 
 
