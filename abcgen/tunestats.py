@@ -43,9 +43,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from .abc.grammar import (B_DOUBLE, B_END, B_END_ENDING, B_ENDING, B_ENDSTART, B_FINAL,
-                          B_LINE_ENDING, B_START, B_THICK, _bar, _duration, _fraction, _meter_value,
-                          _pitch, _tuplet)
+from .abc.symbols import (B_DOUBLE, B_END, B_END_ENDING, B_ENDING, B_ENDSTART, B_FINAL,
+                          B_LINE_ENDING, B_START, B_THICK, bar_of, duration_of, fraction_of, meter_value,
+                          pitch_of, tuplet_of)
 from .abc.tokens import split_tokens
 
 _BASE = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
@@ -89,7 +89,7 @@ def key_alterations(key: str) -> dict:
 
 
 def midi_of(tok: str, key_alter: dict) -> int | None:
-    p = _pitch(tok)
+    p = pitch_of(tok)
     if p is None:
         return None
     (letter, octave), acc = p
@@ -171,11 +171,11 @@ def tune_stats(text: str) -> dict:
         if chord is None and len(tok) > 1 and tok[1] == ":" and tok[0] in "MLKV":
             val = tok[2:]
             if tok[0] == "M":
-                m = _meter_value(val)
+                m = meter_value(val)
                 meter = None if m in (None, "bad") else m
                 meter_label = meter_label or val
             elif tok[0] == "L":
-                unit = _fraction(val) or unit
+                unit = fraction_of(val) or unit
             elif tok[0] == "K":
                 key_alter = key_alterations(val)
                 key_label = key_label or val
@@ -201,7 +201,7 @@ def tune_stats(text: str) -> dict:
                     chord.append(m)
                     bar_buf.append(tok)
             continue
-        b = _bar(tok)
+        b = bar_of(tok)
         if b is not None and b != "bad":
             kind = b[0]
             end_bar()
@@ -229,14 +229,14 @@ def tune_stats(text: str) -> dict:
             onset([m])
             sound(Fraction(1))
             continue
-        d = _duration(tok)
+        d = duration_of(tok)
         if d is not None:
             if voice == 0 and meter:
                 extra = last_len * (d - 1) / meter
                 total += extra
                 sec_len += extra
             continue
-        t = _tuplet(tok) if tok.startswith("(") else None
+        t = tuplet_of(tok) if tok.startswith("(") else None
         if t is not None:
             tup_left, tup_scale = t[2], Fraction(t[1], t[0])
     end_bar()
@@ -322,7 +322,7 @@ def bar_lines(text: str) -> int:
     ``[2`` is no bar line)."""
     n = 0
     for tok in split_tokens(text, "token"):
-        b = _bar(tok)
+        b = bar_of(tok)
         if b is not None and b != "bad" and b[0] != B_LINE_ENDING:
             n += 1
     return n
@@ -374,7 +374,7 @@ def form_figures(text: str) -> dict:
                 if m is not None:
                     chord.append(m)
             continue
-        b = _bar(tok)
+        b = bar_of(tok)
         if b is not None and b != "bad":
             kind, first, _ = b
             if kind != B_LINE_ENDING:

@@ -81,19 +81,17 @@ allows always has zero wrong bars.
 
 from __future__ import annotations
 
-import math
-import re
-from bisect import bisect_right
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
 from ..errors import InputError
-from .tokens import BOS_ID, EOS_ID, PAD_ID, Vocabulary, split_tokens
+from .tokens import BOS_ID, EOS_ID, PAD_ID, Vocabulary
 
-__all__ = ["AbcConstraint", "Form", "GrammarError", "check_bars", "engravable", "tonic_of"]
+__all__ = ["AbcConstraint", "Form", "GrammarError", "check_bars", "engravable", "tonic_of",
+           "tuplet_safe"]
 
 
 # Entries a memo table keeps before it starts afresh (a mask is about 0.6 KB
@@ -121,148 +119,13 @@ _PER_CONSTRAINT = frozenset({"vocab", "_forced", "_forced_key", "_keyed", "_show
 class GrammarError(InputError, ValueError):
     """A token the grammar does not allow here (a bad prime, or a sampler bug)."""
 
-
-# --------------------------------------------------------------------------
-# Token classes
-
-(K_PAD, K_BOS, K_EOS, K_NL, K_SPACE, K_PITCH, K_REST, K_OPEN, K_CLOSE, K_DUR,
- K_TIE, K_TUPLET, K_BAR, K_FIELD, K_OTHER) = range(15)
-
-# Bar kinds.  Closing kinds may end a line; opening ones start something.
-B_PLAIN, B_DOUBLE, B_FINAL, B_THICK, B_START, B_END, B_ENDSTART, B_ENDING, \
-    B_END_ENDING, B_LINE_ENDING = range(10)
-_CLOSING = frozenset({B_PLAIN, B_DOUBLE, B_FINAL, B_THICK, B_END})
-_SECTION_CLOSE = frozenset({B_DOUBLE, B_FINAL, B_THICK})   # close a later ending
-# Bars after which a new part may open with a pickup (endings go on mid-part).
-_PART_START = frozenset({B_START, B_ENDSTART, B_DOUBLE, B_FINAL, B_THICK, B_END})
-
-_PITCH_RE = re.compile(r"(\^\^|\^|__|_|=)?([A-Ga-g])('*|,*)$")
-_DUR_RE = re.compile(r"(\d+)(?:/(\d+))?$|/(\d+)$")
-_TUPLET_RE = re.compile(r"\((\d+)(?::(\d+))?(?::(\d+))?$")
-_ENDING_RE = re.compile(r"(:\||\||\[)(\d+(?:[,-]\d+)*)$")
-_PLAIN_BARS = {"|": B_PLAIN, "||": B_DOUBLE, "|]": B_FINAL, "[|": B_THICK,
-               "|:": B_START, ":|": B_END, "::": B_ENDSTART}
-_DEFAULT_Q = {2: 3, 3: 2, 4: 3}
-
-
-def _letter_octave(tok: str):
-    p = _pitch(tok)
-    return None if p is None else p[0]
-
-
-def _pitch(tok: str):
-    """((letter, octave), accidental) of a pitch token, or None."""
-    m = _PITCH_RE.match(tok)
-    if m is None:
-        return None
-    letter, marks = m.group(2), m.group(3)
-    if letter.isupper():
-        octave = 4 - len(marks) if marks.startswith(",") else 4
-        if marks.startswith("'"):
-            return None
-    else:
-        octave = 5 + len(marks) if marks.startswith("'") else 5
-        if marks.startswith(","):
-            return None
-    return (letter.upper(), octave), m.group(1) or ""
-
-
-def _duration(tok: str) -> Fraction | None:
-    m = _DUR_RE.match(tok)
-    if m is None:
-        return None
-    if m.group(3) is not None:
-        num, den = 1, int(m.group(3))
-    else:
-        num, den = int(m.group(1)), int(m.group(2) or 1)
-    if num <= 0 or den <= 0:
-        return None
-    return Fraction(num, den)
-
-
-def _tuplet(tok: str):
-    """(p, q, r) of a tuplet marker, or None for one whose reading is unsure."""
-    m = _TUPLET_RE.match(tok)
-    if m is None:
-        return None
-    p = int(m.group(1))
-    q = int(m.group(2)) if m.group(2) else _DEFAULT_Q.get(p)
-    r = int(m.group(3)) if m.group(3) else p
-    if p < 2 or q is None or q < 1 or r < 1:
-        return None
-    return p, q, r
-
-
-def _ending_numbers(text: str):
-    nums = []
-    for part in text.split(","):
-        if "-" in part:
-            lo, hi = (int(x) for x in part.split("-", 1))
-            if hi < lo:
-                return None
-            nums.extend(range(lo, hi + 1))
-        else:
-            nums.append(int(part))
-    if nums != list(range(nums[0], nums[0] + len(nums))) or nums[0] < 1:
-        return None       # '1,3' would leave an ending no later mark can take
-    return nums[0], nums[-1]
-
-
-def _bar(tok: str):
-    """(kind, first, last) of a bar token, or None when it is no bar."""
-    if tok in _PLAIN_BARS:
-        return _PLAIN_BARS[tok], 0, 0
-    m = _ENDING_RE.match(tok)
-    if m is None:
-        return None
-    nums = _ending_numbers(m.group(2))
-    if nums is None:
-        return "bad"
-    kind = {":|": B_END_ENDING, "|": B_ENDING, "[": B_LINE_ENDING}[m.group(1)]
-    return kind, nums[0], nums[1]
-
-
-def _fraction(text: str) -> Fraction | None:
-    m = re.fullmatch(r"(\d+)/(\d+)", text)
-    if m is None or int(m.group(1)) == 0 or int(m.group(2)) == 0:
-        return None
-    return Fraction(int(m.group(1)), int(m.group(2)))
-
-
-def _meter_writable(text: str) -> bool:
-    """M:a/b with b a power of two (or M:none): the corpus holds meters such as M:1/6 that
-    music21 invented for odd bars, which abc2midi rejects ("6 b is not a power of 2")."""
-    m = re.fullmatch(r"M:(\d+)/(\d+)", text)
-    if m is None:
-        return True
-    b = int(m.group(2))
-    return b > 0 and b & (b - 1) == 0
-
-
-def _meter_value(value: str):
-    """The meter as a fraction of a whole note; None for 'none'; 'bad' otherwise."""
-    if value == "none":
-        return None
-    f = _fraction(value)
-    return "bad" if f is None else f
-
-
-# --------------------------------------------------------------------------
-# Bar filling
-
-
-def tuplet_safe(d: Fraction) -> bool:
-    """May a note of length d (in L: units) sit inside a tuplet?
-
-    music21 gives a tuplet note a written type, and fails ("Unknown type:
-    complex") unless the unscaled length is a plain or dotted note value (up to
-    four dots): a power of two times 1, 3/2, 7/4, 15/8 or 31/16.  L: is always a
-    power of two, so the rule does not depend on it.
-    """
-    odd = d.numerator
-    while odd % 2 == 0:
-        odd //= 2
-    return d > 0 and d.denominator & (d.denominator - 1) == 0 and odd in (1, 3, 7, 15, 31)
+from .bars import _BarRule, check_bars
+from .lengths import _Filler, tuplet_safe
+from .symbols import (B_DOUBLE, B_END, B_END_ENDING, B_ENDING, B_ENDSTART, B_FINAL, B_LINE_ENDING,
+                      B_PLAIN, B_START, B_THICK, CLOSING, K_BAR, K_BOS, K_CLOSE, K_DUR, K_EOS,
+                      K_FIELD, K_NL, K_OPEN, K_OTHER, K_PAD, K_PITCH, K_REST, K_SPACE, K_TIE,
+                      K_TUPLET, PART_START, SECTION_CLOSE, bar_of, duration_of, fraction_of,
+                      meter_value, meter_writable, pitch_of, tuplet_of)
 
 
 @dataclass(frozen=True)
@@ -345,328 +208,6 @@ def _is_tonic(key: str | None, info) -> bool:
         return False
     a = _ACC_ALT.get(acc)
     return a is None or a == t[1]
-
-
-class _Filler:
-    """Which lengths the vocabulary's durations can fill exactly.
-
-    A piece can only be finished if what is left is a sum of plain durations
-    and whole tuplet groups.  Lengths are kept as integers on a grid fine
-    enough for every duration, inside a tuplet or not (``grid`` steps to a
-    unit of L:), so hashing and comparing them is cheap on the sampling path,
-    and the fillable set is a bitset: each question is one bit test.
-    """
-
-    def __init__(self, durations: Iterable[Fraction], tuplets: Iterable[tuple]):
-        durations = sorted(set(durations) | {Fraction(1)})
-        self.tuplets = sorted(set(tuplets))
-        dens = {d.denominator for d in durations}
-        for p, q, _ in self.tuplets:
-            for d in durations:          # the denominator of d * q/p
-                den = p * d.denominator
-                dens.add(den // math.gcd(q * d.numerator, den))
-        self.grid = 1
-        for x in dens:
-            self.grid = self.grid * x // math.gcd(self.grid, x)
-        self.durations = [int(d * self.grid) for d in durations]   # grid steps
-        self.tuplet_durations = [int(d * self.grid) for d in durations if tuplet_safe(d)]
-        self._step = 0                                              # their gcd
-        for d in self.durations:
-            self._step = math.gcd(self._step, d)
-        self._ksums = {0: np.zeros(1, dtype=np.int64)}
-        self._ksum_bits = {0: 1}
-        items = np.sort(np.concatenate(
-            [np.array(self.durations, dtype=np.int64)]
-            + [self.ksums(r) * q // p for p, q, r in self.tuplets]))
-        items = items[np.concatenate(([True], items[1:] != items[:-1]))]    # unique
-        self._items = items.tolist()
-        positive = items[items > 0]
-        self._least_item = int(positive[0]) if len(positive) else 0
-        self._item_gcd = int(np.gcd.reduce(positive)) if len(positive) else 0   # 0: no item
-        self._limit = 0
-        self._table = b"\x01"           # fillable_steps(n) for n <= _limit, one byte each
-        self._saturated, self._gcd = False, 1
-        self._cache: dict = {}
-        self._scaled: dict = {}
-
-    def to_grid(self, x: Fraction) -> int | None:
-        g = x * self.grid
-        return g.numerator if g.denominator == 1 else None
-
-    def ksums(self, k: int) -> np.ndarray:
-        """Every total of k durations, in grid steps, ascending.
-
-        Built as a bitset over multiples of the durations' gcd (k shifts per
-        duration) rather than as a set of all pairwise sums: for the nine
-        notes of a ``(9`` with a real vocabulary's forty durations that is
-        the difference between a tenth of a second and a millisecond."""
-        if k not in self._ksums:
-            self.ksums(k - 1)
-            prev, bits = self._ksum_bits[k - 1], 0
-            for d in self.tuplet_durations:
-                bits |= prev << (d // self._step)
-            self._ksum_bits[k] = bits
-            self._ksums[k] = _bit_positions(bits) * self._step
-        return self._ksums[k]
-
-    def _scaled_sums(self, k: int, q: int, p: int) -> tuple[list, np.ndarray]:
-        """ksums(k) scaled by q/p (the lengths of k tuplet notes), ascending, as
-        a list and as an array."""
-        key = (k, q, p)
-        hit = self._scaled.get(key)
-        if hit is None:
-            a = self.ksums(k) * q // p             # exact: the grid makes them whole
-            hit = self._scaled[key] = (a.tolist(), a)
-        return hit
-
-    def _extend(self, n: int) -> None:
-        """Every length up to ``limit`` reachable as a sum of items (unbounded knapsack).
-
-        One item at a time, by doubling shifts: after shifting by it, 2it,
-        4it, ... the bitset holds x + k*it for every k up to the limit, so the
-        work is items x log(limit) big-integer shifts, not a fixed-point loop
-        over the whole range (which took seconds for fine grids).  An item
-        that is already a sum of smaller ones is skipped, which leaves a few
-        dozen of the tens of thousands of tuplet sums.  The result is also
-        kept as one byte per length, as a bit test on a big integer costs as
-        much as shifting all of it.
-        """
-        limit = max(n, 2 * self._limit, 64)
-        mask = (1 << (limit + 1)) - 1
-        bits = 1
-        for it in self._items:  # ascending
-            if it > limit:
-                break
-            if it <= 0:
-                continue
-            if (bits >> it) & 1:
-                continue  # already a sum of smaller items: adds nothing new
-            shift = it
-            while shift <= limit:
-                bits |= (bits << shift) & mask
-                shift *= 2
-        raw = np.frombuffer(bits.to_bytes(limit // 8 + 1, "little"), dtype=np.uint8)
-        table = np.unpackbits(raw, bitorder="little")[:limit + 1]
-        self._table = table.tobytes()      # before the limit: a reader never sees a short one
-        self._limit = limit
-        # Saturated: every multiple of the items' gcd in the last stretch as long
-        # as the smallest item is reachable, hence (adding that item again and
-        # again) every larger multiple too; no need to grow the bitset further.
-        if self._item_gcd:
-            g, a = self._item_gcd, self._least_item
-            lo = (limit - a) // g * g + g
-            self._gcd = g
-            self._saturated = lo > 0 and bool(table[lo:limit + 1:g].all())
-
-    def fillable_steps(self, n: int) -> bool:
-        if n < 0:
-            return False
-        if n > self._limit:
-            if self._saturated:
-                return n % self._gcd == 0
-            self._extend(n)
-        return self._table[n] == 1
-
-    def fillable(self, x: Fraction) -> bool:
-        n = self.to_grid(x)
-        return n is not None and self.fillable_steps(n)
-
-    def fillable_many(self, n: np.ndarray) -> np.ndarray:
-        """fillable_steps over an array of lengths at once."""
-        if not len(n):
-            return np.zeros(0, dtype=bool)
-        top = int(n.max())
-        if top > self._limit and not self._saturated:
-            self._extend(top)
-        table = np.frombuffer(self._table, dtype=bool)
-        if top <= self._limit and n.min() >= 0:
-            return table[n]
-        ok = np.zeros(len(n), dtype=bool)
-        inside = (n >= 0) & (n <= self._limit)
-        ok[inside] = table[n[inside]]
-        far = n > self._limit                  # only when saturated
-        ok[far] = n[far] % self._gcd == 0
-        return ok
-
-    def _fillable_after(self, d: int, offsets: tuple[list, np.ndarray]) -> bool:
-        """any(fillable_steps(d - x) for x in offsets), offsets ascending and >= 0.
-
-        Most lengths are fillable, so the first few offsets usually answer;
-        only a no looks at all of them, as one array operation."""
-        seq, arr = offsets
-        hi = bisect_right(seq, d)                      # only x <= d can fit
-        if any(self.fillable_steps(d - x) for x in seq[:min(hi, 8)]):
-            return True
-        if hi <= 8:
-            return False
-        rest = d - arr[8:hi]         # the loop above has grown the table to cover them
-        table = np.frombuffer(self._table, dtype=np.uint8)
-        if rest[0] <= self._limit:
-            return bool(table[rest].any())
-        far = rest > self._limit                      # saturated beyond the table
-        return bool((rest[far] % self._gcd == 0).any() or table[rest[~far]].any())
-
-    def alive(self, pos: int, k: int, q: int, p: int, targets) -> bool:
-        """Can a piece now ``pos`` steps long, with k tuplet notes still due
-        at q/p, reach one of ``targets``?  targets: ('free',), ('pickup', M)
-        or ('exact', lengths)."""
-        key = (pos, k, q, p, targets)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        kind = targets[0]
-        if kind == "free":
-            ok = True
-        elif kind == "pickup":
-            ok = pos + int(self.ksums(k)[0]) * q // p <= targets[1]
-        elif k == 0:
-            ok = any(self.fillable_steps(t - pos) for t in targets[1])
-        else:
-            sums = self._scaled_sums(k, q, p)
-            ok = any(self._fillable_after(t - pos, sums) for t in targets[1])
-        if len(self._cache) > 200000:
-            self._cache.clear()
-        self._cache[key] = ok
-        return ok
-
-    def alive_many(self, positions: np.ndarray, k: int, q: int, p: int, targets) -> np.ndarray:
-        """alive() at many positions at once (the piece after each duration):
-        array operations on the fillable table instead of one call each."""
-        kind = targets[0]
-        if kind == "free":
-            return np.ones(len(positions), dtype=bool)
-        if kind == "pickup":
-            return positions + int(self.ksums(k)[0]) * q // p <= targets[1]
-        if k == 0:
-            ok = self.fillable_many(targets[1][0] - positions)
-            for t in targets[1][1:]:
-                ok = ok | self.fillable_many(t - positions)
-            return ok
-        return np.array([self.alive(x, k, q, p, targets) for x in positions.tolist()],
-                        dtype=bool)
-
-    def alive_any(self, positions: np.ndarray, k: int, q: int, p: int, targets) -> bool:
-        """alive_many(...).any(), stopping at the first yes where each is costly."""
-        if k and targets[0] == "exact":
-            return any(self.alive(x, k, q, p, targets) for x in positions.tolist())
-        return bool(self.alive_many(positions, k, q, p, targets).any())
-
-
-def _bit_positions(bits: int) -> np.ndarray:
-    """The positions of the set bits of a non-negative integer, ascending."""
-    raw = np.frombuffer(bits.to_bytes(bits.bit_length() // 8 + 1, "little"), dtype=np.uint8)
-    return np.flatnonzero(np.unpackbits(raw, bitorder="little")).astype(np.int64)
-
-
-# --------------------------------------------------------------------------
-# The bar rule, shared by the mask and by check_bars
-
-
-@dataclass(frozen=True)
-class _BarRule:
-    """Where a tune stands with respect to rule 1 and 2 of the module doc."""
-
-    M: Fraction | None            # bar length (units of L:, or grid steps), None for M:none
-    first: bool = True            # the next piece is a pickup
-    a: Fraction = 0               # the current part's pickup
-    a0: Fraction = 0              # the tune's opening pickup
-    opening: bool = True          # no piece closed yet
-    need: Fraction | None = None  # the other half of a split bar
-    strict: bool = False          # the next piece must be exactly `need`
-    part: bool = True             # the next piece opens a part (its pickup sets `a`)
-    _targets_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
-    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __hash__(self) -> int:
-        """The dataclass hash, kept: a rule is part of every memo key, which
-        is hashed at each sampled token."""
-        h = self._hash
-        if h is None:
-            h = hash((self.M, self.first, self.a, self.a0, self.opening, self.need, self.strict,
-                      self.part))
-            object.__setattr__(self, "_hash", h)
-        return h
-
-    def verdict(self, length, kind, fillable=None) -> str:
-        """How a piece of ``length`` closed by a bar of ``kind`` (None: the end
-        of the text) stands: 'full', 'pickup', 'half', 'split' (the next piece
-        may supply a remembered pickup), 'split-strict' (the next piece must
-        be the rest of the bar), 'free' (M:none) or 'wrong'."""
-        M = self.M
-        if M is None:
-            return "free" if length > 0 else "wrong"
-        if self.strict:
-            return "half" if length == self.need else "wrong"
-        if self.first and 0 < length < M:
-            return "pickup"
-        if length == M:
-            return "full"
-        if self.need is not None and length == self.need:
-            return "half"
-        if kind != B_PLAIN and 0 < length < M:
-            if M - length in self.anacruses():
-                return "split"
-            if fillable is None or fillable(M - length):
-                return "split-strict"
-        return "wrong"
-
-    def judge(self, length, kind, fillable=None):
-        """(verdict, the rule for the next piece)."""
-        v = self.verdict(length, kind, fillable)
-        if v == "free":
-            return v, self
-        base = replace(self, first=False, need=None, strict=False, part=kind in _PART_START,
-                       opening=False)
-        if v == "pickup":
-            return v, replace(base, a=length, a0=length if self.opening else self.a0)
-        if v in ("split", "split-strict"):
-            return v, replace(base, need=self.M - length, strict=v == "split-strict")
-        nxt = base
-        if v == "half" and self.part:
-            nxt = replace(nxt, a=length)     # this part's pickup: its end may pair with it
-        if v != "wrong" and kind in _PART_START:
-            nxt = replace(nxt, first=True)   # the next part may open with a pickup
-        return v, nxt
-
-    def anacruses(self) -> set:
-        """Pickups a short bar before a section mark may pair with: the tune's
-        (the tune comes round again) and the current part's (its repeat)."""
-        return {x for x in (self.a, self.a0) if 0 < x < self.M}
-
-    def opener(self) -> "_BarRule":
-        """After an ending mark the music goes on mid-part: no pickup there."""
-        return replace(self, first=False, part=False)
-
-    def meter(self, M: Fraction | None) -> "_BarRule":
-        """A meter change: a pickup may follow; the anacrusis is kept for the
-        split rule (used only while it is shorter than a bar)."""
-        return _BarRule(M, first=True, a=self.a, a0=self.a0, part=True, opening=False)
-
-    def targets(self, section_ok: bool):
-        """The lengths the current piece may still end at (see _Filler.alive);
-        asked many times a step, so kept on the (immutable) rule."""
-        cache = self._targets_cache
-        if cache is None:
-            cache = {}
-            object.__setattr__(self, "_targets_cache", cache)
-        hit = cache.get(section_ok)
-        if hit is None:
-            hit = cache[section_ok] = self._targets(section_ok)
-        return hit
-
-    def _targets(self, section_ok: bool):
-        if self.M is None:
-            return ("free",)
-        if self.strict:
-            return ("exact", (self.need,))
-        if self.first:
-            return ("pickup", self.M)
-        ts = {self.M}
-        if self.need is not None:
-            ts.add(self.need)
-        if section_ok:
-            ts.update(self.M - x for x in self.anacruses())
-        return ("exact", tuple(sorted(ts)))
 
 
 # --------------------------------------------------------------------------
@@ -909,25 +450,25 @@ class AbcConstraint:
             return K_CLOSE, None
         if s == "-":
             return K_TIE, None
-        p = _pitch(s)
+        p = pitch_of(s)
         if p is not None:
             return K_PITCH, p
-        d = _duration(s)
+        d = duration_of(s)
         if d is not None:
             return K_DUR, d
         if s.startswith("("):
-            t = _tuplet(s)
+            t = tuplet_of(s)
             return (K_TUPLET, t) if t else (K_OTHER, None)
-        b = _bar(s)
+        b = bar_of(s)
         if b is not None:
             return (K_OTHER, None) if b == "bad" else (K_BAR, b)
         if len(s) > 2 and s[1] == ":" and s[0] in "MLK" and "\n" not in s:
             value = s[2:]
             if s[0] == "M":
-                m = _meter_value(value)
+                m = meter_value(value)
                 return (K_OTHER, None) if m == "bad" else (K_FIELD, ("M", m, s))
             if s[0] == "L":
-                u = _fraction(value)
+                u = fraction_of(value)
                 return (K_OTHER, None) if u is None else (K_FIELD, ("L", u, s))
             return K_FIELD, ("K", value, s)
         return K_OTHER, None
@@ -1189,7 +730,7 @@ class AbcConstraint:
                         and (e is None or e[0] == "after" or e[1] >= 2))
             if kind == B_LINE_ENDING:
                 if not (line_start and s.pieces > 0) and not (
-                        s.last == "bar" and s.bar_kind in _SECTION_CLOSE):
+                        s.last == "bar" and s.bar_kind in SECTION_CLOSE):
                     return False
                 if e is not None and e[0] == "after" and line_start and first == e[1]:
                     return True
@@ -1212,7 +753,7 @@ class AbcConstraint:
         in_first = e is not None and e[1] == 1
         if kind == B_PLAIN:
             return True
-        if kind in _SECTION_CLOSE:
+        if kind in SECTION_CLOSE:
             return not in_first
         if kind == B_START:
             return s.rep != "open" and not in_first and self._has_end
@@ -1234,11 +775,11 @@ class AbcConstraint:
             return False
         if s.last == "field":
             return True
-        return s.last == "bar" and s.bar_kind in _CLOSING
+        return s.last == "bar" and s.bar_kind in CLOSING
 
     def _field_ok(self, s: _State, info) -> bool:
         letter, value, text = info
-        if letter == "M" and not _meter_writable(text):
+        if letter == "M" and not meter_writable(text):
             return False
         if s.phase < 6:
             slot = {0: "M", 2: "L", 4: "K"}.get(s.phase)
@@ -1696,7 +1237,7 @@ class AbcConstraint:
             rep = "closed"
         elif kind == B_ENDSTART:
             rep = "open"
-        elif kind in _SECTION_CLOSE:
+        elif kind in SECTION_CLOSE:
             if e is not None:
                 e, rep = None, "closed"
         elif kind in (B_ENDING, B_LINE_ENDING, B_END_ENDING):
@@ -1706,7 +1247,7 @@ class AbcConstraint:
         return s.with_(last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0,
                        rep=rep, ending=e, after_field=False, sound=None,
                        tie_crossed=s.tie_req is not None, bars=bars,
-                       part_start=bars if kind in _PART_START else part_start,
+                       part_start=bars if kind in PART_START else part_start,
                        final=s.final or kind == B_FINAL)
 
     # ---------------------------------------------------------------- closing
@@ -1874,84 +1415,3 @@ class AbcConstraint:
             sim.advance(int(t))
             out.append(int(t))
         return out
-
-
-# --------------------------------------------------------------------------
-# Measuring bars
-
-
-def check_bars(model_text: str | Sequence[str]) -> tuple[int, int]:
-    """(complete bars, wrong bars) of a tune by the bar rule of the module doc.
-
-    Complete bars are the pieces that must have the meter's length: pickups,
-    the two halves of a split bar that together make a bar, and empty pieces
-    are left out.  A wrong bar is a complete bar of another length, a pair of
-    halves that does not add up, or a half left open at the end.  Works on
-    any tokenizable text (unconstrained samples too); M:none counts nothing.
-    """
-    tokens = split_tokens(model_text, "token") if isinstance(model_text, str) else model_text
-    meter, unit = None, Fraction(1, 8)
-    rule = _BarRule(None)
-    complete = wrong = 0
-    pos = Fraction(0)
-    last_scale = Fraction(1)
-    tup_left, tup_scale = 0, Fraction(1)
-    in_chord = in_body = nonempty = False
-
-    def close(kind):
-        nonlocal rule, complete, wrong, pos, nonempty
-        if nonempty:
-            verdict, rule = rule.judge(pos, kind)
-            if verdict in ("full", "wrong"):
-                complete += 1
-                wrong += verdict == "wrong"
-        pos, nonempty = Fraction(0), False
-
-    for tok in tokens:
-        if len(tok) > 2 and tok[1] == ":" and tok[0] in "MLK" and not in_chord:
-            if tok[0] == "M":
-                m = _meter_value(tok[2:])
-                meter = None if m == "bad" else m
-            elif tok[0] == "L":
-                unit = _fraction(tok[2:]) or unit
-            else:
-                in_body = True
-            if tok[0] in "ML":
-                if rule.strict:
-                    complete += 1
-                    wrong += 1
-                M = None if meter is None else meter / unit
-                rule = rule.meter(M) if in_body else _BarRule(M)
-            continue
-        if not in_body or tok in ("\n", " ", "-"):
-            continue
-        if in_chord:                      # pitches (and stray durations) of a chord
-            in_chord = tok != "]"
-            continue
-        if tok in ("[", "z") or _letter_octave(tok) is not None:
-            last_scale = tup_scale if tup_left else Fraction(1)
-            tup_left = max(tup_left - 1, 0)
-            pos += last_scale
-            nonempty = True
-            in_chord = tok == "["
-            continue
-        d = _duration(tok)
-        if d is not None:
-            pos += last_scale * (d - 1)
-            continue
-        t = _tuplet(tok) if tok.startswith("(") else None
-        if t is not None:
-            tup_left, tup_scale = t[2], Fraction(t[1], t[0])
-            continue
-        b = _bar(tok)
-        if b is not None and b != "bad":
-            if b[0] == B_LINE_ENDING and not nonempty:
-                rule = rule.opener()
-                continue
-            close(b[0])
-    if nonempty:
-        close(None)
-    if rule.strict:
-        complete += 1
-        wrong += 1
-    return complete, wrong
