@@ -619,27 +619,21 @@ class RollLSTM:
                 raise InputError(f"a NADE piano-roll model without its NADE weights ({e})",
                                  file=str(path)) from None
 
+        from .step import NumpyLSTM   # the one NumPy LSTM, here over dense frames
+
+        try:
+            self.net = NumpyLSTM({k: v for k, v in self.w.items() if k.startswith(("lstm_", "logits/"))})
+        except ValueError as e:
+            raise InputError(f"not a piano-roll model export ({e})", file=str(path)) from None
+
     def initial_state(self):
-        return [(np.zeros((1, self.hidden), np.float32), np.zeros((1, self.hidden), np.float32))
-                for _ in range(self.layers)]
+        return self.net.initial_state(1)
 
     def step(self, x: np.ndarray, state):
         """One input frame (width + 1) -> logits of the next frame (for a NADE output: the top
         LSTM's output, the context its keys are drawn from), new state."""
-        h_in = np.asarray(x, np.float32).reshape(1, -1)
-        new = []
-        u = self.hidden
-        for i, (h, c) in enumerate(state):
-            z = h_in @ self.w[f"lstm_{i}/kernel"] + h @ self.w[f"lstm_{i}/recurrent_kernel"] + self.w[f"lstm_{i}/bias"]
-            ig, fg = _sigmoid(z[:, :u]), _sigmoid(z[:, u:2 * u])
-            cg, og = np.tanh(z[:, 2 * u:3 * u]), _sigmoid(z[:, 3 * u:])
-            c = fg * c + ig * cg
-            h = og * np.tanh(c)
-            new.append((h, c))
-            h_in = h
-        if self.nade is not None:
-            return h_in[0], new
-        return (h_in @ self.w["logits/kernel"] + self.w["logits/bias"])[0], new
+        out, new = self.net.step_frames(np.asarray(x, np.float32).reshape(1, -1), state)
+        return out[0], new
 
     def draw(self, out: np.ndarray, rng, *, temperature: float = 1.0,
              threshold: float | None = None) -> np.ndarray:

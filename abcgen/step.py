@@ -73,13 +73,23 @@ def check_weights(weights: dict[str, np.ndarray]) -> tuple[int, int, int, int]:
 
     Returns ``(layers, vocab_size, embed_dim, hidden)``.
     """
-    for name in ("embedding", "logits/kernel", "logits/bias"):
-        if name not in weights:
-            raise ValueError(f"missing array {name!r}")
-    emb = weights["embedding"]
-    if emb.ndim != 2:
-        raise ValueError(f"'embedding' must be 2-D, got shape {emb.shape}")
-    vocab, embed_dim = emb.shape
+    # Dense input frames (the piano roll) have no embedding, and their output layer is
+    # optional (a NADE output reads the top LSTM's state instead).
+    dense = "embedding" not in weights and "lstm_0/kernel" in weights
+    if dense:
+        k0 = weights["lstm_0/kernel"]
+        if k0.ndim != 2:
+            raise ValueError(f"'lstm_0/kernel' must be 2-D, got shape {k0.shape}")
+        embed_dim = k0.shape[0]
+        vocab = weights["logits/kernel"].shape[-1] if "logits/kernel" in weights else 0
+    else:
+        for name in ("embedding", "logits/kernel", "logits/bias"):
+            if name not in weights:
+                raise ValueError(f"missing array {name!r}")
+        emb = weights["embedding"]
+        if emb.ndim != 2:
+            raise ValueError(f"'embedding' must be 2-D, got shape {emb.shape}")
+        vocab, embed_dim = emb.shape
     layers = _layer_count(weights)
     if layers == 0:
         raise ValueError("missing array 'lstm_0/kernel'")
@@ -105,12 +115,13 @@ def check_weights(weights: dict[str, np.ndarray]) -> tuple[int, int, int, int]:
         if b.shape != (h4,):
             raise ValueError(f"{p}bias has shape {b.shape}, expected {(h4,)}")
         in_dim = hidden
-    if weights["logits/kernel"].shape != (hidden, vocab):
-        raise ValueError(f"logits/kernel has shape {weights['logits/kernel'].shape}, "
-                         f"expected {(hidden, vocab)}")
-    if weights["logits/bias"].shape != (vocab,):
-        raise ValueError(f"logits/bias has shape {weights['logits/bias'].shape}, "
-                         f"expected {(vocab,)}")
+    if "logits/kernel" in weights:
+        if weights["logits/kernel"].shape != (hidden, vocab):
+            raise ValueError(f"logits/kernel has shape {weights['logits/kernel'].shape}, "
+                             f"expected {(hidden, vocab)}")
+        if weights.get("logits/bias", np.zeros(0)).shape != (vocab,):
+            raise ValueError(f"logits/bias has shape {weights['logits/bias'].shape}, "
+                             f"expected {(vocab,)}")
     return layers, int(vocab), int(embed_dim), int(hidden)
 
 
@@ -265,10 +276,12 @@ class NumpyLSTM:
         w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
         self.layers, self.vocab_size, self.embed_dim, self.hidden = check_weights(w)
         H = self.hidden
+        self.dense = "embedding" not in w        # inputs are frames, not token ids
         k0 = _prepare_gates(w["lstm_0/kernel"], H)
         b0 = _prepare_gates(w["lstm_0/bias"], H)
         # Row t holds token t's full input contribution to layer 0's gates.
-        self._table0 = np.ascontiguousarray(w["embedding"] @ k0 + b0, dtype=np.float32)
+        self._table0 = (None if self.dense else
+                        np.ascontiguousarray(w["embedding"] @ k0 + b0, dtype=np.float32))
         self._rec0 = _prepare_gates(w["lstm_0/recurrent_kernel"], H)
         # Keep the plain per-part matrices too: run() multiplies whole
         # sequences by the input kernels at once.
@@ -284,9 +297,10 @@ class NumpyLSTM:
             self._recurrent.append(r)
             self._bias.append(b)
             self._fused.append(np.ascontiguousarray(np.concatenate([k, r], axis=0)))
-        self._out_kernel = np.ascontiguousarray(w["logits/kernel"])
-        self._out_bias = np.ascontiguousarray(w["logits/bias"])
-        self._embedding = np.ascontiguousarray(w["embedding"])
+        # No output layer (a NADE reads the top state): step returns the top LSTM's h.
+        self._out_kernel = np.ascontiguousarray(w["logits/kernel"]) if "logits/kernel" in w else None
+        self._out_bias = np.ascontiguousarray(w["logits/bias"]) if "logits/bias" in w else None
+        self._embedding = None if self.dense else np.ascontiguousarray(w["embedding"])
         self._buffers: dict = {}
 
     @classmethod
@@ -377,13 +391,33 @@ class NumpyLSTM:
             self._check_state(state, batch)
         self._check_tokens(tokens)
         buf = self._scratch(batch)
+        return self._advance(np.take(self._table0, tokens, axis=0, out=buf["x0"]), state, buf)
+
+    def step_frames(self, frames, state: State | None = None) -> tuple[np.ndarray, State]:
+        """Feed one dense input frame per sequence (a model without an embedding: the piano
+        roll); return the output layer's logits, or the top LSTM's h when there is none."""
+        x = np.asarray(frames, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.embed_dim:
+            raise ValueError(f"frames must have shape (batch, {self.embed_dim}), got {x.shape}")
+        batch = x.shape[0]
+        if state is None:
+            state = self.initial_state(batch)
+        else:
+            self._check_state(state, batch)
+        buf = self._scratch(batch)
+        x0 = np.matmul(x, self._kernel[0], out=buf["x0"])
+        x0 += self._bias[0]
+        return self._advance(x0, state, buf)
+
+    def _advance(self, x0: np.ndarray, state: State, buf: dict) -> tuple[np.ndarray, State]:
+        """One step of every layer, given layer 0's input contribution x0 (batch, 4H)."""
         z, tmp, xh = buf["z"], buf["tmp"], buf["xh"]
         H = self.hidden
 
         new_state: State = []
         h0, c0 = state[0]
         np.matmul(h0, self._rec0, out=z)
-        z += np.take(self._table0, tokens, axis=0, out=buf["x0"])
+        z += x0
         h, c = self._cell(z, c0, tmp)
         new_state.append((h, c))
         for layer in range(1, self.layers):
@@ -394,6 +428,8 @@ class NumpyLSTM:
             z += self._bias[layer]
             h, c = self._cell(z, c_prev, tmp)
             new_state.append((h, c))
+        if self._out_kernel is None:
+            return h.copy(), new_state
         logits = h @ self._out_kernel
         logits += self._out_bias
         return logits, new_state

@@ -393,3 +393,57 @@ def test_batched_sampling_keeps_the_tunes_of_the_first_batch(random_model):
     more = S.generate(m, S.SampleOptions(count=S.SAMPLE_BATCH + 3, seed=5, max_tokens=40))
     assert more.startswith(one) and more.count("\nX:") == S.SAMPLE_BATCH + 2
     assert more == S.generate(m, S.SampleOptions(count=S.SAMPLE_BATCH + 3, seed=5, max_tokens=40))
+
+
+def _naive_lstm(weights, inputs, layers):
+    """Keras' LSTM equations written out plainly (gate order i, f, c, o): the oracle for the
+    sampler's step, with no TensorFlow."""
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    H = weights["lstm_0/recurrent_kernel"].shape[0]
+    hs = [np.zeros(H) for _ in range(layers)]
+    cs = [np.zeros(H) for _ in range(layers)]
+    outs = []
+    for x in inputs:
+        for i in range(layers):
+            z = x @ weights[f"lstm_{i}/kernel"] + hs[i] @ weights[f"lstm_{i}/recurrent_kernel"] \
+                + weights[f"lstm_{i}/bias"]
+            ig, fg, gg, og = sig(z[:H]), sig(z[H:2 * H]), np.tanh(z[2 * H:3 * H]), sig(z[3 * H:])
+            cs[i] = fg * cs[i] + ig * gg
+            hs[i] = og * np.tanh(cs[i])
+            x = hs[i]
+        outs.append(x @ weights["logits/kernel"] + weights["logits/bias"] if "logits/kernel" in weights else x)
+    return np.array(outs)
+
+
+@pytest.mark.parametrize("dense,output", [(False, True), (True, True), (True, False)])
+def test_the_one_numpy_lstm_equals_the_naive_equations(dense, output):
+    """Token ids (the text model) or dense frames (the piano roll), with or without an output
+    layer (a NADE reads the top state): one NumPy LSTM, checked against the naive one."""
+    rng = np.random.default_rng(3)
+    V, E, H, layers = 9, 5, 6, 2
+    w = {}
+    if not dense:
+        w["embedding"] = rng.normal(0, 0.5, (V, E))
+    for i in range(layers):
+        w[f"lstm_{i}/kernel"] = rng.normal(0, 0.5, (E if i == 0 else H, 4 * H))
+        w[f"lstm_{i}/recurrent_kernel"] = rng.normal(0, 0.5, (H, 4 * H))
+        w[f"lstm_{i}/bias"] = rng.normal(0, 0.5, 4 * H)
+    if output:
+        w["logits/kernel"] = rng.normal(0, 0.5, (H, V))
+        w["logits/bias"] = rng.normal(0, 0.5, V)
+    net = NumpyLSTM(w)
+    state = net.initial_state(1)
+    got = []
+    if dense:
+        frames = rng.integers(0, 2, (7, E)).astype(float)
+        for f in frames:
+            out, state = net.step_frames(f[None], state)
+            got.append(out[0])
+        want = _naive_lstm(w, frames, layers)
+    else:
+        ids = rng.integers(0, V, 7)
+        for t in ids:
+            out, state = net.step(np.array([t]), state)
+            got.append(out[0])
+        want = _naive_lstm(w, w["embedding"][ids], layers)
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-4, atol=1e-5)
