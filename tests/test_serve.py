@@ -453,12 +453,14 @@ def test_unknown_paths_get_the_documented_error_shape(client):
     assert r.status_code == 405 and set(r.json()) == {"error", "line", "tune"}
 
 
-LONG = "X:1\nT:Long\nM:4/4\nL:1/8\nK:D\n" + "|".join(["ABcd efga"] * 480) + "|]\n"   # under MAX_BARS, slow
+# Under MAX_BARS and slow: 480 bars of sixteenths, about 6 s of engraving on a busy 2-core machine
+# (abcgen's reader is quick, so the bars are full to keep the engraving long).
+LONG = "X:1\nT:Long\nM:4/4\nL:1/16\nK:D\n" + "|".join(["ABcd efga gfed cBAG"] * 480) + "|]\n"
 
 
 def test_a_render_past_its_time_is_stopped_and_holds_up_nothing(random_model):
     """The slow render's worker process is killed at the deadline; the next render is answered at once."""
-    with TestClient(SV.create_app(random_model, timeout=4), base_url="http://127.0.0.1") as c:
+    with TestClient(SV.create_app(random_model, timeout=3), base_url="http://127.0.0.1") as c:
         engravers = c.app.state.studio.engraver.all
         assert c.post("/api/render", json={"abc": JIG}).status_code == 200     # the workers are up
         pids = {e._proc.pid for e in engravers}
