@@ -48,7 +48,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return files, missing
 
 
-def parse_file_no_pickle(path: Path, fmt: str):
+def parse_file_no_pickle(path: Path, fmt: str | None = None, **keywords):
     """music21's parse of a file from its source, never through its pickle cache.
 
     ``music21.converter.parse`` stores every parsed score as a pickle in a
@@ -60,7 +60,7 @@ def parse_file_no_pickle(path: Path, fmt: str):
     from music21 import converter
 
     c = converter.Converter()
-    c.parseFileNoPickle(Path(path), format=fmt, forceSource=True)
+    c.parseFileNoPickle(Path(path), format=fmt, forceSource=True, **keywords)
     return c.stream
 
 

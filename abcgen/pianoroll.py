@@ -264,7 +264,7 @@ def write_midi(roll: np.ndarray, enc: Encoding, path: str | Path, title: str = "
 
 def midi_to_roll(path: str | Path, enc: Encoding) -> np.ndarray:
     """A MIDI file read by music21 (no quantization: the roll does its own) as a roll."""
-    from music21 import converter
+    from .convert import parse_file_no_pickle   # never music21's pickle cache
 
     p = Path(path)
     if not p.is_file():
@@ -272,7 +272,7 @@ def midi_to_roll(path: str | Path, enc: Encoding) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            score = converter.parse(str(p), format="midi", quantizePost=False)
+            score = parse_file_no_pickle(p, "midi", quantizePost=False)
     except Exception as e:
         raise InputError(f"not a MIDI file music21 can read ({type(e).__name__}: {e})", file=str(p)) from None
     return stream_to_roll(score, enc, file=str(p))
@@ -431,12 +431,12 @@ def _abc_roll(args):
 
 def _chorale_roll(args):
     path, enc_d = args
-    from music21 import converter
+    from .convert import parse_file_no_pickle   # never music21's pickle cache
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            score = converter.parse(path)
+            score = parse_file_no_pickle(Path(path))
         return stream_to_roll(score, Encoding(**enc_d), file=path), None
     except InputError as e:
         return None, str(e)

@@ -295,3 +295,35 @@ def test_sampling_primes_from_the_run_s_own_pieces(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         P.write_sample(tmp_path, tmp_path / "out.mid")
     assert seen == [(JSB, 1)]
+
+
+def test_midi_to_roll_never_loads_or_stores_a_music21_pickle(tmp_path):
+    """The piano roll reads MIDI with music21 from the source: a pickle planted in music21's
+    scratch folder for that path is never loaded, and none is stored."""
+    import os
+    import pickle
+    import time
+    import zlib
+
+    from music21 import converter
+
+    from tests.test_convert import _Planted
+
+    enc = P.Encoding(frames="1/4", pitches=88)
+    mid = tmp_path / "three.mid"
+    P.write_midi(P.stream_to_roll(_parse(THREE), enc), enc, mid)
+    want = P.midi_to_roll(mid, enc)
+    fp_pickle = converter.PickleFilter(mid).status()[2]
+    assert fp_pickle is not None, "music21 has no scratch folder: the planted pickle cannot be tested"
+    fp_pickle = Path(fp_pickle)
+    fp_pickle.parent.mkdir(parents=True, exist_ok=True)
+    assert not fp_pickle.exists(), "music21 stored a pickle of the parsed file"
+    marker = tmp_path / "pickle-was-loaded"
+    try:
+        fp_pickle.write_bytes(zlib.compress(pickle.dumps(_Planted(marker))))
+        later = time.time() + 3600
+        os.utime(fp_pickle, (later, later))
+        assert np.array_equal(P.midi_to_roll(mid, enc), want)
+        assert not marker.exists(), "the planted pickle was unpickled"
+    finally:
+        fp_pickle.unlink(missing_ok=True)
