@@ -24,7 +24,6 @@ kept as ``best.keras`` and exported to ``model.npz`` for the NumPy sampler.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -205,10 +204,9 @@ def init_output_bias(model, rolls: list) -> None:
 
 
 def export_npz(model, path: Path, meta: dict) -> None:
-    """LSTM and output weights under stable names + JSON meta; loads with allow_pickle=False."""
-    import io
-
-    from .fileio import atomic_write_bytes
+    """LSTM and output weights under stable names + JSON meta; loads with allow_pickle=False.
+    Written by step.save_npz, the one .npz writer of abcgen (float32 here)."""
+    from .step import save_npz
 
     arrays = {}
     i = 0
@@ -230,10 +228,7 @@ def export_npz(model, path: Path, meta: dict) -> None:
         output = "independent"
     meta = dict(meta, kind="pianoroll", layers=i, output=output,
                 hidden=int(arrays["lstm_0/recurrent_kernel"].shape[0]))
-    arrays["__meta__"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    save_npz(path, arrays, meta, dtype="float32")
 
 
 # --------------------------------------------------------------------------
