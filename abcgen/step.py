@@ -329,6 +329,13 @@ class NumpyLSTM:
                 raise ValueError(f"state of layer {i} has shapes {h.shape}, {c.shape}; "
                                  f"expected {shape}")
 
+    def _state_for(self, batch: int, state: State | None) -> State:
+        """The given state checked against the batch, or zeros when there is none."""
+        if state is None:
+            return self.initial_state(batch)
+        self._check_state(state, batch)
+        return state
+
     def _scratch(self, batch: int) -> dict[str, np.ndarray]:
         """Scratch arrays for ``batch`` rows: views of one set sized for the largest batch so far.
 
@@ -384,13 +391,9 @@ class NumpyLSTM:
             raise ValueError(f"token_ids must have shape (batch,), got {tokens.shape}")
         if not np.issubdtype(tokens.dtype, np.integer):
             raise ValueError(f"token_ids must be integers, got dtype {tokens.dtype}")
-        batch = tokens.shape[0]
-        if state is None:
-            state = self.initial_state(batch)
-        else:
-            self._check_state(state, batch)
+        state = self._state_for(tokens.shape[0], state)
         self._check_tokens(tokens)
-        buf = self._scratch(batch)
+        buf = self._scratch(tokens.shape[0])
         return self._advance(np.take(self._table0, tokens, axis=0, out=buf["x0"]), state, buf)
 
     def step_frames(self, frames, state: State | None = None) -> tuple[np.ndarray, State]:
@@ -399,12 +402,8 @@ class NumpyLSTM:
         x = np.asarray(frames, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.embed_dim:
             raise ValueError(f"frames must have shape (batch, {self.embed_dim}), got {x.shape}")
-        batch = x.shape[0]
-        if state is None:
-            state = self.initial_state(batch)
-        else:
-            self._check_state(state, batch)
-        buf = self._scratch(batch)
+        state = self._state_for(x.shape[0], state)
+        buf = self._scratch(x.shape[0])
         x0 = np.matmul(x, self._kernel[0], out=buf["x0"])
         x0 += self._bias[0]
         return self._advance(x0, state, buf)

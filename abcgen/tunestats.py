@@ -444,7 +444,7 @@ def music21_bars(abc_text: str) -> tuple[int, int]:
     sign), and a short last measure.  Every other measure is a complete bar."""
     from music21 import converter, meter
 
-    score = converter.parse(abc_text, format="abc")
+    score = converter.parse(abc_text, format="abc", forceSource=True)   # text, never a pickle
     part = score.parts[0] if score.parts else score
     rows = []
     ts = None
