@@ -149,17 +149,30 @@ def render_file(abc_path: str | Path, out_path: str | Path, tune: int | str | No
     from .fileio import refuse_overwrite
 
     out = Path(out_path)
+    format_of(out)
+    tunes = read_book(abc_path)
+    return render_book(tunes, out, str(abc_path), tune=tune, pianoroll=pianoroll, log=log,
+                       check=lambda outputs: refuse_overwrite(outputs, [abc_path]))
+
+
+def render_book(tunes: list[Tune], out_path: str | Path, name: str, tune: int | str | None = None,
+                pianoroll: bool = False, log: Log = None, check=None) -> list[Path]:
+    """``render_file`` for tunes already in memory (``sample --render`` writes no temporary
+    ABC file to read back); ``name`` is how messages call the book, ``check`` sees the output
+    paths before anything is written."""
+    out = Path(out_path)
     fmt = format_of(out)
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"the output folder {str(folder)!r} does not exist")
 
-    tunes = _select(read_book(abc_path), str(abc_path), tune)
+    tunes = _select(tunes, name, tune)
     roll_only = pianoroll and fmt == "png"
     paths = _tune_paths(out, tunes)
     roll_base = out if roll_only else out.with_name(out.stem + "-roll.png")
     roll_paths = _tune_paths(roll_base, tunes) if pianoroll else []
-    refuse_overwrite([out, *paths, *roll_paths], [abc_path])
+    if check is not None:
+        check([out, *paths, *roll_paths])
 
     failures: list[AbcgenError] = []
     parsed = []

@@ -266,15 +266,12 @@ def sample(
     sys.stdout.write(book)
     sys.stdout.flush()
     if render is not None:
-        import tempfile
-
         from .. import render as render_mod
+        from ..abc.reader import split_book
 
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / (render.stem + ".abc")
-            src.write_text(book, encoding="utf-8")
-            for path in render_mod.render_file(src, render, log=log):
-                log(f"wrote {path}")
+        name = render.stem + ".abc"    # how messages call the sampled book
+        for path in render_mod.render_book(split_book(book, file=name), render, name, log=log):
+            log(f"wrote {path}")
 
 
 @handled
