@@ -3,7 +3,7 @@
 Two BLAS threads on two cores that another process keeps busy spin against each other (a
 64 x 512 by 512 x 2048 product went from about 1 ms to 26 ms), and the products of a few tunes
 are too small to share.  So: one thread below a batch of 8 tunes; otherwise one per core that
-the load average leaves free, at least one.
+other processes leave free (measured over 50 ms), at least one.
 """
 
 from __future__ import annotations
@@ -16,14 +16,42 @@ BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 BATCH_FOR_THREADS = 8
 
 
-def free_cores() -> int:
-    """Cores not already busy: the core count less the 1-minute load average, at least 1."""
-    cores = os.cpu_count() or 1
+def _cpu_times() -> list[int]:
+    """The machine's CPU time counters (user, nice, system, idle, iowait, ...) from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def busy_cores(interval: float = 0.05) -> float | None:
+    """How many cores other processes keep busy now, measured over ``interval`` seconds (None
+    where /proc/stat is missing).  The load average would say it too, but it trails a process
+    that has just started by up to a minute."""
+    import time
+
     try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):  # not on every platform
-        load = 0.0
-    return max(1, min(cores, cores - int(load + 0.5)))
+        a = _cpu_times()
+        time.sleep(interval)
+        b = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = sum(b) - sum(a)
+    idle = (b[3] + b[4]) - (a[3] + a[4]) if len(a) > 4 else b[3] - a[3]
+    if total <= 0:
+        return None
+    return (1.0 - idle / total) * (os.cpu_count() or 1)
+
+
+def free_cores() -> int:
+    """Cores not already busy, at least 1: the core count less what other processes use now
+    (busy_cores), or less the 1-minute load average where that cannot be measured."""
+    cores = os.cpu_count() or 1
+    busy = busy_cores()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (OSError, AttributeError):  # not on every platform
+            busy = 0.0
+    return max(1, min(cores, cores - int(busy + 0.5)))
 
 
 def blas_threads(batch: int) -> int:

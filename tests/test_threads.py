@@ -19,8 +19,41 @@ from abcgen import threads
 ])
 def test_blas_threads(monkeypatch, cores, load, batch, want):
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(threads, "busy_cores", lambda: load)
+    assert threads.blas_threads(batch) == want
+    # where the busy cores cannot be measured, the load average says the same
+    monkeypatch.setattr(threads, "busy_cores", lambda: None)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     assert threads.blas_threads(batch) == want
+
+
+def test_busy_cores_reads_the_cpu_counters(monkeypatch):
+    """Two reads of /proc/stat 50 ms apart: the share of time not idle, in cores."""
+    reads = iter([[100, 0, 50, 800, 50, 0, 0], [160, 0, 70, 900, 70, 0, 0]])
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(reads))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    # 200 ticks passed, 120 of them idle or iowait: 40 % busy of 2 cores
+    assert threads.busy_cores(interval=0) == pytest.approx(0.8)
+
+
+def test_a_spinning_process_is_seen_at_once():
+    """A process that has just started spinning counts as a busy core (the load average would
+    take a minute to say so)."""
+    import time
+
+    if not os.path.exists("/proc/stat") or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs /proc/stat and two cores")
+    quiet = threads.busy_cores(0.2)
+    if quiet > (os.cpu_count() or 1) - 1.2:
+        pytest.skip(f"the machine is too busy ({quiet:.1f} cores) to see one more process")
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = threads.busy_cores(0.3)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert busy >= quiet + 0.6, (quiet, busy)
 
 
 def test_the_user_choice_wins_and_numpy_sees_it():
