@@ -39,7 +39,7 @@ def _timed_fit(model, dataset, warmup_batches: int, batches: int) -> float:
 def bench_train(*, corpus: str = "folk", level: str = "char", hidden: int = 512, layers: int = 1,
                 batches: int = 20, seq_len: int = 256, batch_size: int = 64, log=print) -> dict:
     """Training throughput of the project's model vs the keras-io character-LSTM pattern."""
-    from .train import quiet_tensorflow
+    from .runs import quiet_tensorflow
 
     quiet_tensorflow()
     import keras
@@ -110,7 +110,7 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
     import tempfile
     from pathlib import Path
 
-    from .train import quiet_tensorflow
+    from .runs import quiet_tensorflow
 
     quiet_tensorflow()
     import keras
@@ -125,7 +125,7 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
         npz = S.resolve_model(None if model_path == "default" else model_path)
         m = S.Model(npz)
         vocab = m.vocab
-        from .train import load_model
+        from .runs import load_model
 
         # The naive Keras loop needs the run's Keras model; an exported .npz alone (the
         # shipped model) is timed without it.

@@ -49,7 +49,8 @@ def evaluate_model(model: Path | str | None, *, corpus: str | None = None, split
 def _evaluate_run(run_dir: Path, *, corpus, split, baselines, log) -> dict:
     from .abc.tokens import Vocabulary
     from .corpus import prepare
-    from .train import RunDir, TrainConfig, load_model, quiet_tensorflow, tune_bits
+    from .runs import RunDir, TrainConfig, load_model, quiet_tensorflow
+    from .train import tune_bits
 
     run = RunDir(run_dir)
     if not (run.path / "config.json").is_file():
@@ -293,8 +294,6 @@ def evaluate_tunes(path: Path, jobs: int = 0, *, timeout: float | None = 20.0, a
                    log=None) -> dict:
     """Figures of a tune book: validity, and with ``against`` its histograms, their overlap with the
     reference corpus's train split, structure and novelty (see the module docs)."""
-    from collections import Counter
-
     from .abc.reader import read_book
     from .corpus import Progress
     from .tunestats import HISTOGRAMS, histograms, jsonable, overlap, summary

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 
-def _plain_mode(path: str | Path) -> None:
+def plain_mode(path: str | Path) -> None:
     """The mode a plain open() gives (0644 under the usual umask): mkstemp makes 0600."""
     umask = os.umask(0)
     os.umask(umask)
@@ -34,7 +34,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.is_file():
-            _plain_mode(tmp)
+            plain_mode(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.is_dir():
@@ -87,7 +87,7 @@ class AtomicTextWriter:
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
-            _plain_mode(self._tmp)
+            plain_mode(self._tmp)
             os.replace(self._tmp, self.path)
         except BaseException:
             self.discard()

@@ -39,7 +39,6 @@ import time
 import warnings
 from collections import Counter, defaultdict
 from fractions import Fraction
-from pathlib import Path
 
 from .abc.reader import parse_abc
 from .abc.writer import write_abc

@@ -23,7 +23,6 @@ category: which comparison differs first and how.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 import time
@@ -166,7 +165,6 @@ def _work(args):
 
 def run(spec: str = "folk", *, limit: int = 0, jobs: int = 0, reader: str = "abcgen") -> dict:
     from .corpus import parallel_map
-    from .midi_check import sample_tunes
     from .roundtrip import abc2midi_available
 
     if not abc2midi_available():

@@ -19,7 +19,6 @@ import subprocess
 import tempfile
 from collections import Counter, defaultdict
 from fractions import Fraction
-from pathlib import Path
 
 from .abc.reader import parse_abc
 from .abc.writer import write_abc

@@ -283,13 +283,6 @@ def quiet_tensorflow() -> None:
             os.close(saved)
 
 
-def share(path: Path) -> None:
-    """The mode a plain open() gives (0644 under the usual umask), as the other run files have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def check_out(out: Path) -> None:
     """--out must be a folder that is or can be made writable: one line (exit 2) before any work."""
     from .fileio import check_writable_dir

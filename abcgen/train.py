@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .fileio import plain_mode
 from .runs import (RunDir, TrainConfig, check_out, epoch_loop, fit_epoch, fresh_state, global_batch, load_model,
-                   quiet_tensorflow, replicas, resolve_config, share, strategy_scope, tf_dataset, trained_windows,
+                   quiet_tensorflow, replicas, resolve_config, strategy_scope, tf_dataset, trained_windows,
                    worker_dir)
 
 LN2 = math.log(2)
@@ -164,7 +165,7 @@ def train(out: Path, given: dict, resume: bool = False, log=print) -> dict:
     else:
         model = new_model(cfg, len(data.vocab))
         data.vocab.save(run.path / "vocab.json")
-        share(run.path / "vocab.json")
+        plain_mode(run.path / "vocab.json")   # mkstemp made it 0600
         state = fresh_state(cfg)
     run.write_json("config.json", asdict(cfg))
 
