@@ -428,7 +428,8 @@ def worker_dir(run: RunDir, cfg: RunConfig, resume: bool) -> RunDir:
     On one host, and for the multiworker chief, the run directory itself.  Every
     other worker runs the same epochs (saving a model may take part in collective
     ops, so all workers save) into a private temporary folder that is removed
-    when the run object goes or the process ends, as TensorFlow's multi-worker
+    when the run object goes or the process ends (or, if the process was killed,
+    by the next worker started on the host), as TensorFlow's multi-worker
     guide recommends: only the chief writes checkpoints, state.json, metrics and
     model.npz.  Resuming, that folder starts with a copy of the chief's config,
     vocabulary, state and last checkpoint, so every worker restarts from the same
@@ -439,22 +440,39 @@ def worker_dir(run: RunDir, cfg: RunConfig, resume: bool) -> RunDir:
     if cfg.distribute == "none":
         return run
     _strategy(cfg)
-    if is_chief(cfg):
-        return run
     import shutil
     import tempfile
     import weakref
 
+    # Every worker process, the chief too, keeps its scratch files (its run folder if it is
+    # not the chief, and the temporary files Keras makes while saving a model) in one folder
+    # named by its process id: a worker killed outright cannot remove it, the next one does.
     _remove_dead_workers_dirs(Path(tempfile.gettempdir()))
-    tmp = Path(tempfile.mkdtemp(prefix=f"abcgen-worker-{os.getpid()}-"))
+    scratch = Path(tempfile.mkdtemp(prefix=f"abcgen-worker-{os.getpid()}-"))
+    (scratch / "tmp").mkdir()
+    tempfile.tempdir = str(scratch / "tmp")
+    if is_chief(cfg):
+        weakref.finalize(run, _drop_scratch, scratch)
+        return run
+    tmp = scratch / "run"
+    tmp.mkdir()
     if resume:
         state = run.read_json("state.json")
         for name in ("config.json", "vocab.json", "state.json", "metrics.csv", state.get("checkpoint")):
             if name and (run.path / name).is_file():
                 shutil.copy2(run.path / name, tmp / name)
     mine = RunDir(tmp)
-    weakref.finalize(mine, shutil.rmtree, str(tmp), ignore_errors=True)
+    weakref.finalize(mine, _drop_scratch, scratch)
     return mine
+
+
+def _drop_scratch(scratch: Path) -> None:
+    import shutil
+    import tempfile
+
+    if tempfile.tempdir == str(scratch / "tmp"):
+        tempfile.tempdir = None
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _remove_dead_workers_dirs(tmp: Path) -> None:
