@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from .fileio import atomic_write_bytes, atomic_write_text
-from .tunestats import HISTOGRAMS
+from .tunestats import FORM_ROWS, HISTOGRAMS
 
 TITLES = {
     "meter": "Meter (M:)", "key": "Key (K:)", "pitch_class": "Pitch class of each note",
@@ -127,19 +127,34 @@ def markdown(r: dict, plots: list[str]) -> str:
     if "file" in r:
         L += [f"{r['tunes']} tunes in `{r['file']}`.", "", "## Validity", "",
               "| figure | value |", "|---|---|",
-              f"| parse with music21 | {_f(r['music21_parse_pct'])} % |",
+              f"| read by abcgen into a music21 score | {_f(r['music21_parse_pct'])} % |",
               f"| stopped at the time limit (counted as failures) | {r.get('music21_timeouts', 0)} |"]
         if "abc2midi_ok_pct" in r:
             L.append(f"| accepted by abc2midi | {_f(r['abc2midi_ok_pct'])} % |")
         if r.get("bars_right_pct") is not None:
-            L.append(f"| complete bars with the meter's length | {_f(r['bars_right_pct'])} % "
+            L.append(f"| complete bars with the meter's length, as abcgen reads them | {_f(r['bars_right_pct'])} % "
                      f"({r['wrong_bars']} wrong of {r['complete_bars']}) |")
+        if r.get("abc2midi_bars_right_tunes_pct") is not None:
+            L.append(f"| tunes with no wrong bar as abc2midi plays them | "
+                     f"{_f(r['abc2midi_bars_right_tunes_pct'])} % ({r['abc2midi_wrong_bars']} wrong bars) |")
         fails = r.get("music21_failures") or []
         if fails:
             L += ["", "Tunes music21 does not read:", ""]
             L += [f"- line {f['line']}, X:{f['x']}: {f['reason']}" for f in fails[:20]]
             if len(fails) > 20:
                 L.append(f"- ... and {len(fails) - 20} more (all in report.json)")
+    form = r.get("form") or {}
+    if form.get("tunes"):
+        rf = r.get("reference_form")
+        L += ["", "## Form", "",
+              f"Read from the text of the {form['tunes']} tunes"
+              + (f", beside the train split of `{r['reference_corpus']}`." if rf else "."), "",
+              "| figure | tunes |" + (" reference |" if rf else ""), "|---|---|" + ("---|" if rf else "")]
+        for label, k, unit in FORM_ROWS:
+            def cell(d):
+                v = d.get(k) if d else None
+                return "-" if v is None else f"{v:g}{' %' if unit else ''}"
+            L.append(f"| {label} | {cell(form)} |" + (f" {cell(rf)} |" if rf else ""))
     if "measured_tunes" in r:
         L += ["", "## Music and structure", "",
               f"Figures of the {r['measured_tunes']} tunes music21 reads, from their canonical rewrite"

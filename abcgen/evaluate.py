@@ -171,27 +171,30 @@ def format_model_report(r: dict) -> str:
 
 
 def _check_one(tune) -> dict:
-    """One tune, in a worker: abc2midi, music21, bar lengths, and the canonical rewrite's figures."""
+    """One tune, in a worker: abc2midi (accepted? bars it says are wrong), abcgen's reader (the
+    bars as read, against the meter), the form figures and the canonical rewrite's figures."""
     import shutil
     import tempfile
 
-    from .abc.grammar import check_bars
     from .abc.reader import parse_abc
     from .abc.writer import model_text, write_abc
     from .errors import AbcgenError
     from .roundtrip import abc2midi_check
-    from .tunestats import tune_stats
+    from .tunestats import score_bars, tune_form, tune_stats, wrong_bar_warnings
     from .workers import send_partial
 
-    r = {"music21": False, "reason": None, "abc2midi": None, "bars": 0, "wrong_bars": 0, "stats": None}
-    if shutil.which("abc2midi"):   # first, so that its verdict survives a music21 timeout
+    r = {"music21": False, "reason": None, "abc2midi": None, "abc2midi_wrong_bars": None, "bars": 0,
+         "wrong_bars": 0, "stats": None, "form": None}
+    if shutil.which("abc2midi"):   # first, so that its verdict survives a time-out of the rest
         with tempfile.TemporaryDirectory() as d:
             try:
                 res = abc2midi_check(tune.text, d)
                 r["abc2midi"] = res["rc"] == 0 and not res["errors"]
+                if r["abc2midi"]:
+                    r["abc2midi_wrong_bars"] = wrong_bar_warnings(res["warnings"])
             except Exception:      # a hang (subprocess timeout) or a MIDI file we cannot read
                 r["abc2midi"] = False
-        send_partial({"abc2midi": r["abc2midi"]})
+        send_partial({"abc2midi": r["abc2midi"], "abc2midi_wrong_bars": r["abc2midi_wrong_bars"]})
     score = canonical = None
     try:
         score = parse_abc(tune.text, file=tune.file, x=tune.x, line=tune.line)
@@ -199,6 +202,7 @@ def _check_one(tune) -> dict:
     except AbcgenError as e:
         r["reason"] = e.message
     if score is not None:
+        r["bars"], r["wrong_bars"] = score_bars(score)
         try:
             canonical = model_text(write_abc(score))
         except Exception:  # the writer cannot express it: no figures for this tune
@@ -207,7 +211,7 @@ def _check_one(tune) -> dict:
         if text is None:
             continue
         try:   # the tune's own text when it is canonical, else its canonical rewrite
-            r["bars"], r["wrong_bars"] = check_bars(text)
+            r["form"] = tune_form(text)
             break
         except (AbcgenError, ValueError):
             pass
@@ -227,12 +231,14 @@ def check_tunes(tunes: list, *, jobs: int = 0, timeout: float | None = 20.0, pro
 
     def timed_out(tune, partial):
         return {"music21": False, "timeout": True, "abc2midi": partial.get("abc2midi"),
-                "reason": f"music21 did not finish within {timeout:g} s (stopped)",
-                "bars": 0, "wrong_bars": 0, "stats": None}
+                "abc2midi_wrong_bars": partial.get("abc2midi_wrong_bars"),
+                "reason": f"reading did not finish within {timeout:g} s (stopped)",
+                "bars": 0, "wrong_bars": 0, "stats": None, "form": None}
 
     def failed(tune, partial, why):
-        return {"music21": False, "abc2midi": partial.get("abc2midi"), "reason": why,
-                "bars": 0, "wrong_bars": 0, "stats": None}
+        return {"music21": False, "abc2midi": partial.get("abc2midi"),
+                "abc2midi_wrong_bars": partial.get("abc2midi_wrong_bars"), "reason": why,
+                "bars": 0, "wrong_bars": 0, "stats": None, "form": None}
 
     return timed_map(_check_one, tunes, jobs=jobs, timeout=timeout, on_timeout=timed_out,
                      on_error=failed, progress=progress)
@@ -245,7 +251,7 @@ def reference_figures(against: str, *, log=None) -> dict:
     from .corpus import prepare
     from .fileio import atomic_write_text
     from .novelty import BarIndex
-    from .tunestats import histograms, tune_stats
+    from .tunestats import form_summary, histograms, tune_form, tune_stats
 
     prep = prepare(against, progress=log is not None)
     cache = prep.cache_dir / f"evaluate-reference-{_REF_FORMAT}.json" if prep.cache_dir else None
@@ -256,10 +262,12 @@ def reference_figures(against: str, *, log=None) -> dict:
         except (OSError, ValueError):
             data = None
     if data is None:
-        stats, skipped = [], 0
+        stats, forms, skipped = [], [], 0
         for t in prep.split("train"):
+            text = _model_text(t["abc"])
             try:
-                st = tune_stats(_model_text(t["abc"]))
+                st = tune_stats(text)
+                forms.append(tune_form(text))
             except InputError:
                 skipped += 1
                 continue
@@ -267,7 +275,7 @@ def reference_figures(against: str, *, log=None) -> dict:
         hist = histograms(stats)
         data = {"corpus": prep.name, "tunes": len(stats), "skipped": skipped,
                 "histograms": {k: [[key, n] for key, n in v.items()] for k, v in hist.items()},
-                "bars": [s["bar_texts"] for s in stats]}
+                "bars": [s["bar_texts"] for s in stats], "form": form_summary(forms)}
         if cache is not None:
             try:
                 atomic_write_text(cache, json.dumps(data, ensure_ascii=False))
@@ -276,12 +284,12 @@ def reference_figures(against: str, *, log=None) -> dict:
                     log(f"abcgen: warning: cannot cache the reference figures in {cache}: {e}")
     from collections import Counter
 
-    return {"corpus": data["corpus"], "tunes": data["tunes"],
+    return {"corpus": data["corpus"], "tunes": data["tunes"], "form": data["form"],
             "histograms": {k: Counter({key: n for key, n in v}) for k, v in data["histograms"].items()},
             "index": BarIndex(data["bars"])}
 
 
-_REF_FORMAT = 1
+_REF_FORMAT = 2
 
 
 def _model_text(abc: str) -> str:
@@ -296,7 +304,7 @@ def evaluate_tunes(path: Path, jobs: int = 0, *, timeout: float | None = 20.0, a
     reference corpus's train split, structure and novelty (see the module docs)."""
     from .abc.reader import read_book
     from .corpus import Progress
-    from .tunestats import HISTOGRAMS, histograms, jsonable, overlap, summary
+    from .tunestats import HISTOGRAMS, form_summary, histograms, jsonable, overlap, summary
 
     tunes = read_book(path)
     if not tunes:
@@ -319,6 +327,11 @@ def evaluate_tunes(path: Path, jobs: int = 0, *, timeout: float | None = 20.0, a
            "bars_right_pct": round(100 * (bars - wrong) / bars, 3) if bars else None}
     if all(r["abc2midi"] is not None for r in rs):
         out["abc2midi_ok_pct"] = round(100 * sum(r["abc2midi"] for r in rs) / n, 3)
+        played = [r["abc2midi_wrong_bars"] for r in rs if r["abc2midi_wrong_bars"] is not None]
+        out["abc2midi_wrong_bars"] = sum(played)
+        out["abc2midi_bars_right_tunes_pct"] = (round(100 * sum(w == 0 for w in played) / len(played), 3)
+                                                if played else None)
+    out["form"] = form_summary([r["form"] for r in rs if r["form"] is not None])
     stats = [r["stats"] for r in rs if r["stats"] is not None]
     hist = histograms(stats)
     out["measured_tunes"] = len(stats)
@@ -330,6 +343,7 @@ def evaluate_tunes(path: Path, jobs: int = 0, *, timeout: float | None = 20.0, a
         out["reference_corpus"] = ref["corpus"]
         out["reference_tunes"] = ref["tunes"]
         out["reference_histograms"] = {k: jsonable(rh[k]) for k in HISTOGRAMS}
+        out["reference_form"] = ref["form"]
         out.update({f"reference_{k}": v for k, v in summary(rh).items()})
         for k in HISTOGRAMS:
             ov = overlap(hist[k], rh[k])
@@ -346,7 +360,7 @@ def format_tunes_report(r: dict) -> str:
     from collections import Counter
 
     lines = [f"{r['file']}: {r['tunes']} tunes",
-             f"  parse with music21: {r['music21_parse_pct']:.2f} %"
+             f"  read by abcgen into a music21 score: {r['music21_parse_pct']:.2f} %"
              + (f" ({r['music21_timeouts']} stopped after the time limit)" if r.get("music21_timeouts") else "")]
     fails = r.get("music21_failures") or []
     if fails:
@@ -358,12 +372,16 @@ def format_tunes_report(r: dict) -> str:
     if "abc2midi_ok_pct" in r:
         lines.append(f"  accepted by abc2midi: {r['abc2midi_ok_pct']:.2f} %")
     if r["bars_right_pct"] is not None:
-        lines.append(f"  complete bars with the meter's length: {r['bars_right_pct']:.2f} % "
+        lines.append(f"  complete bars with the meter's length, as abcgen reads them: {r['bars_right_pct']:.2f} % "
                      f"({r['wrong_bars']} wrong of {r['complete_bars']})")
+    if r.get("abc2midi_bars_right_tunes_pct") is not None:
+        lines.append(f"  tunes with no wrong bar as abc2midi plays them: {r['abc2midi_bars_right_tunes_pct']:.2f} % "
+                     f"({r['abc2midi_wrong_bars']} wrong bars)")
+    lines.extend(_form_lines(r.get("form") or {}, r.get("reference_form"), r.get("reference_corpus")))
     if "measured_tunes" not in r:
         return "\n".join(lines)
     ref = "reference_tunes" in r
-    lines.append(f"  figures of the {r['measured_tunes']} tunes music21 reads"
+    lines.append(f"  figures of the {r['measured_tunes']} tunes read"
                  + (f", beside the train split of {r['reference_corpus']} ({r['reference_tunes']} tunes):"
                     if ref else ":"))
 
@@ -385,6 +403,24 @@ def format_tunes_report(r: dict) -> str:
                          f"max {r['longest_shared_run_max']}; {r['copies_4_bars_pct']:.2f} % of the tunes "
                          "copy 4 or more consecutive bars")
     return "\n".join(lines)
+
+
+def _form_lines(form: dict, ref: dict | None, ref_name: str | None) -> list[str]:
+    """The form table: the tunes' figures beside the reference corpus's train split."""
+    from .tunestats import FORM_ROWS
+
+    if not form.get("tunes"):
+        return []
+
+    def cell(d, k, unit):
+        v = None if d is None else d.get(k)
+        return "-" if v is None else f"{v:g}{' %' if unit else ''}"
+
+    head = f"  form of the {form['tunes']} tunes"
+    lines = [head + (f", beside the train split of {ref_name} ({ref['tunes']} tunes):" if ref else ":")]
+    for label, k, unit in FORM_ROWS:
+        lines.append(f"    {label:<38}{cell(form, k, unit):>9}" + (f"{cell(ref, k, unit):>10}" if ref else ""))
+    return lines
 
 
 def _reason_kind(reason: str) -> str:

@@ -28,6 +28,10 @@ Per tune:
   ``|]``, ``[|`` and ``|:``; a section counts when it lasts at least one bar
   (so a lone pickup is no part) and does not start with a second (or later)
   ending, which continues the section before it.
+* ``part_bars``: the length of each of those parts in bars, rounded (a part
+  with endings counts its body and first ending, as it is played once; a
+  pickup and the short bar that completes it make one bar); empty under
+  ``M:none``.
 * ``bar_texts``: each non-empty bar as text, bar lines, spaces, line breaks and
   field lines left out (the unit of the novelty figures, :mod:`abcgen.novelty`).
 
@@ -128,6 +132,7 @@ def tune_stats(text: str) -> dict:
     measures = 0
     repeats = 0
     parts = 0
+    part_bars: list[int] = []
     sec_len = Fraction(0)
     sec_sound = False
     sec_cont = False
@@ -165,6 +170,8 @@ def tune_stats(text: str) -> dict:
         nonlocal parts, sec_len, sec_sound, sec_cont
         if sec_sound and not sec_cont and (sec_len >= 1 if meter else True):
             parts += 1
+            if meter:
+                part_bars.append(int(sec_len + Fraction(1, 2)))
         sec_len, sec_sound, sec_cont = Fraction(0), False, False
 
     for tok in toks:
@@ -208,9 +215,9 @@ def tune_stats(text: str) -> dict:
             if voice == 0:
                 if kind in _REPEAT_END:
                     repeats += 1
-                if kind in _SECTION_END:
+                if kind in _SECTION_END or kind == B_END_ENDING:
                     end_section()
-                elif kind in (B_ENDING, B_LINE_ENDING) and b[1] >= 2 and not sec_sound:
+                if kind in (B_ENDING, B_LINE_ENDING, B_END_ENDING) and b[1] >= 2 and not sec_sound:
                     sec_cont = True
             continue
         bar_buf.append(tok)
@@ -247,7 +254,7 @@ def tune_stats(text: str) -> dict:
         "pitches": pitches, "intervals": intervals,
         "low": min(pitches) if pitches else None, "high": max(pitches) if pitches else None,
         "span": max(pitches) - min(pitches) if pitches else None,
-        "bars": bars, "repeats": repeats, "parts": parts, "bar_texts": bar_texts,
+        "bars": bars, "repeats": repeats, "parts": parts, "part_bars": part_bars, "bar_texts": bar_texts,
         "length": total if meter else None,
     }
 
@@ -415,50 +422,90 @@ def model_texts_of_book(book: str) -> list[str]:
     return out
 
 
-def form_report(texts: list[str]) -> dict:
-    """Form figures of a list of tunes: shares in percent and bar lines per tune."""
-    figs = [form_figures(t) for t in texts]
+def tune_form(text: str) -> dict:
+    """``form_figures`` of one tune's model text, with ``part_bars`` (see
+    ``tune_stats``; empty when the text is not canonical ABC)."""
+    from .errors import InputError
+
+    f = form_figures(text)
+    try:
+        f["part_bars"] = tune_stats(text)["part_bars"]
+    except InputError:
+        f["part_bars"] = []
+    return f
+
+
+# The form table of ``abcgen evaluate``: label, figure, unit.
+FORM_ROWS = (("meter change after the header", "meter_change_pct", "%"),
+             ("key change after the header", "key_change_pct", "%"),
+             ("final bar |] before the end", "final_early_pct", "%"),
+             ("first ending with no second", "open_first_pct", "%"),
+             ("last note on the tonic", "tonic_end_pct", "%"),
+             ("bar lines per tune, median", "bar_lines_median", ""),
+             ("bar lines per tune, 90th percentile", "bar_lines_p90", ""),
+             ("parts of 4, 8 or 16 bars", "parts_4_8_16_pct", "%"))
+
+
+FORM_SHARES = ("meter_change", "key_change", "final_early", "open_first", "tonic_end")
+
+
+def form_summary(figs: list[dict]) -> dict:
+    """Form figures of a list of tunes (``tune_form`` each): shares of tunes in
+    percent, bar lines per tune (median, 90th percentile), and the share of parts
+    that last 4, 8 or 16 bars."""
     n = len(figs)
     if not n:
         return {"tunes": 0}
-
-    def pct(name):
-        return round(100.0 * sum(f[name] for f in figs) / n, 1)
-
+    out: dict = {"tunes": n}
+    for name in FORM_SHARES:
+        out[f"{name}_pct"] = round(100.0 * sum(bool(f[name]) for f in figs) / n, 1)
     bars = np.sort(np.array([f["bar_lines"] for f in figs]))
-    return {"tunes": n, "meter_change_pct": pct("meter_change"), "key_change_pct": pct("key_change"),
-            "final_early_pct": pct("final_early"), "open_first_pct": pct("open_first"),
-            "tonic_end_pct": pct("tonic_end"),
-            "bar_lines_median": float(np.median(bars)),
-            "bar_lines_p90": float(np.percentile(bars, 90))}
+    out["bar_lines_median"] = float(np.median(bars))
+    out["bar_lines_p90"] = float(np.percentile(bars, 90))
+    parts = [b for f in figs for b in f.get("part_bars", ())]
+    if parts:
+        out["parts_4_8_16_pct"] = round(100.0 * sum(b in (4, 8, 16) for b in parts) / len(parts), 1)
+    return out
+
+
+def form_report(texts: list[str]) -> dict:
+    """``form_summary`` of tunes given as model texts."""
+    return form_summary([tune_form(t) for t in texts])
 
 
 def music21_bars(abc_text: str) -> tuple[int, int]:
     """(complete bars, wrong bars) of one tune as music21 reads it: its own ABC
-    parser (not abcgen's reader, not the sampler's bar rule), measure durations
-    against the time signature in force.  Short measures that are no wrong bars,
-    as a musician reads them: a pickup (a short measure that opens the tune or a
+    parser (not abcgen's reader, not the sampler's bar rule); see ``score_bars``."""
+    from music21 import converter
+
+    return score_bars(converter.parse(abc_text, format="abc", forceSource=True))   # text, never a pickle
+
+
+def score_bars(score) -> tuple[int, int]:
+    """(complete bars, wrong bars) of the first part of a music21 score (as
+    music21's reader or abcgen's reader builds it): measure durations against
+    the time signature in force.  Short measures that are no wrong bars, as a
+    musician reads them: a pickup (a short measure that opens the tune or a
     part, i.e. follows a bar line other than a plain one), a short measure that
     completes a bar with a pickup seen before (the part comes round to it), a
     short measure that together with the next makes one bar (a bar split by a
     sign), and a short last measure.  Every other measure is a complete bar."""
-    from music21 import converter, meter
+    from music21 import meter
 
-    score = converter.parse(abc_text, format="abc", forceSource=True)   # text, never a pickle
     part = score.parts[0] if score.parts else score
     rows = []
     ts = None
-    for m in part.getElementsByClass("Measure"):
+    measures = list(part.getElementsByClass("Measure"))
+    for i, m in enumerate(measures):
         found = list(m.getElementsByClass(meter.TimeSignature))
         if found:
             ts = found[0]
         if ts is None:
             continue
-        right = m.rightBarline
-        section = right is not None and (getattr(right, "type", "regular") != "regular"
-                                         or type(right).__name__ == "Repeat")
         rows.append((Fraction(m.duration.quarterLength).limit_denominator(10000),
-                     Fraction(ts.barDuration.quarterLength).limit_denominator(10000), section))
+                     Fraction(ts.barDuration.quarterLength).limit_denominator(10000),
+                     _section_line(m.rightBarline)
+                     or (i + 1 < len(measures) and _section_line(measures[i + 1].leftBarline))))
     complete = wrong = 0
     pickups: set = set()
     opens = True                     # the measure opens the tune or a part
@@ -481,6 +528,52 @@ def music21_bars(abc_text: str) -> tuple[int, int]:
         opens = section
         i += 1
     return complete, wrong
+
+
+def _section_line(barline) -> bool:
+    """A bar line that ends a part (a repeat sign, a double or final bar), not a plain one."""
+    return barline is not None and (getattr(barline, "type", "regular") != "regular"
+                                    or type(barline).__name__ == "Repeat")
+
+
+def abc2midi_bar_warnings(abc_text: str) -> int | None:
+    """How many bars of one tune abc2midi says have the wrong length ("Bar N has
+    X time units while the time signature has Y"); None when abc2midi is not
+    installed or does not play the tune.  abc2midi says it twice of a wrong bar
+    inside a repeat, the second time "in repeat"; a warning said only "in repeat"
+    is its reading of the usual pickup before ``|:`` (``A|:d2f edB|A3 A2:|``: the
+    short last bar of the part is completed by the pickup, not by the bar the
+    repeat goes back to), not a wrong bar, and is not counted."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    if shutil.which("abc2midi") is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="abcgen-bars-") as tmp:
+        (Path(tmp) / "tune.abc").write_text(abc_text, encoding="utf-8")
+        try:
+            p = subprocess.run(["abc2midi", "tune.abc", "-o", "tune.mid"], cwd=tmp, capture_output=True,
+                               text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return None
+    if p.returncode != 0:
+        return None
+    return wrong_bar_warnings((p.stdout + p.stderr).splitlines())
+
+
+_BAR_WARNING = None
+
+
+def wrong_bar_warnings(lines: list[str]) -> int:
+    """The wrong bars among abc2midi's output lines (see ``abc2midi_bar_warnings``)."""
+    import re
+
+    global _BAR_WARNING
+    if _BAR_WARNING is None:
+        _BAR_WARNING = re.compile(r"Bar \d+ has [\d/]+ time units while the time signature has [\d/]+(.*)$")
+    return sum(1 for ln in lines if (m := _BAR_WARNING.search(ln)) and "in repeat" not in m.group(1))
 
 
 def abc2midi_errors(book: str) -> int | None:

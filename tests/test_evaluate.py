@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +72,18 @@ def test_tune_book_validity(tmp_path):
     r = ev.evaluate_tunes(book, jobs=1)
     assert r["tunes"] == 3
     assert r["music21_parse_pct"] == pytest.approx(200 / 3, abs=1e-3)  # X:3 has no notes
-    # X:1: 4 complete bars, "G A B|" is one beat short; X:2: pickup G| and the last bar G2|] that
-    # completes it are not complete bars; A B c|, d3|, B2 G| are
-    assert (r["complete_bars"], r["wrong_bars"]) == (7, 1)
+    # As abcgen's reader builds the measures: X:1: 4 complete bars, "G A B|" one beat short;
+    # X:2: A B c|, d3|, B2 G|, and the pickup G| with the last bar G2|] that completes it
+    assert (r["complete_bars"], r["wrong_bars"]) == (8, 1)
+    # form, read from the text: X:1 ends on C in C, X:2 on G in G
+    f = r["form"]
+    assert (f["tunes"], f["tonic_end_pct"], f["meter_change_pct"], f["bar_lines_median"]) == (3, 66.7, 0.0, 4.0)
+    if shutil.which("abc2midi"):
+        # abc2midi: X:1's short bar is its one wrong bar (X:3, with no notes, has none)
+        assert r["abc2midi_wrong_bars"] == 1
+        assert r["abc2midi_bars_right_tunes_pct"] == pytest.approx(200 / 3, abs=1e-3)
+    elif os.environ.get("CI"):
+        pytest.fail("abc2midi is not installed")
 
 
 def test_npz_bits_equal_the_keras_bits(run_dir):
