@@ -66,6 +66,7 @@ LIMITS = {
     "field": 16,           # characters of a meter, key or unit
     "abc": 40000,          # characters of ABC to render
     "tunes": 32,           # tunes in a book to render
+    "bars": 128,           # bars asked of a sampled tune
 }
 DEFAULT_TIMEOUT = 60.0
 
@@ -391,6 +392,10 @@ class SampleRequest(BaseModel):
     prime: str = Field("", max_length=LIMITS["prime"], description="an opening to continue")
     count: int = Field(1, ge=1, le=LIMITS["count"])
     max_tokens: int = Field(1000, ge=1, le=LIMITS["max_tokens"])
+    bars: Optional[int] = Field(None, ge=1, le=LIMITS["bars"],
+                                description="about this many bars; none: the corpus's lengths for the meter")
+    form: Optional[str] = Field(None, max_length=_FIELD, description="parts, e.g. AABB (a doubled letter: a repeat)")
+    part_bars: int = Field(8, ge=1, le=32, description="bars per part of the form")
 
 
 class SampleResponse(BaseModel):
@@ -605,7 +610,8 @@ def create_app(model_path: str | Path | None = None, *, timeout: float = DEFAULT
         blank = lambda v: None if v is None or not v.strip() else v.strip()  # noqa: E731
         opts = S.SampleOptions(count=req.count, temperature=req.temperature, top_k=req.top_k,
                                top_p=req.top_p, seed=seed, meter=blank(req.meter), key=blank(req.key),
-                               unit=blank(req.unit), prime=req.prime, max_tokens=req.max_tokens)
+                               unit=blank(req.unit), prime=req.prime, max_tokens=req.max_tokens,
+                               bars=req.bars, form=blank(req.form), part_bars=req.part_bars)
         S.check_options(opts)
         deadline = time.monotonic() + studio.timeout
 

@@ -73,6 +73,25 @@ def test_sample_is_what_the_cli_prints(client, random_model):
     assert got["abc"].count("\nK:Gmaj\n") == 2
 
 
+def test_form_and_bars_are_what_the_cli_prints(client, random_model):
+    for extra, flags in (({"form": "AABB"}, ["--form", "AABB"]), ({"bars": 12}, ["--bars", "12"]),
+                         ({"form": "AB", "part_bars": 4}, ["--form", "AB", "--part-bars", "4"])):
+        body = {**TUNE, "max_tokens": 2000, "seed": 5, **extra}
+        r = client.post("/api/sample", json=body)
+        assert r.status_code == 200, r.text
+        cli = subprocess.run(
+            [sys.executable, "-m", "abcgen", "sample", "--model", str(random_model), "--seed", "5",
+             "--meter", "6/8", "--unit", "1/8", "--key", "Gmaj", "-t", "0.5", "--max-tokens", "2000", *flags],
+            capture_output=True, text=True, cwd=ROOT)
+        assert cli.returncode == 0, cli.stderr
+        assert r.json()["abc"] == cli.stdout, extra
+    # AABB: two repeated parts
+    assert client.post("/api/sample", json={**TUNE, "max_tokens": 2000, "seed": 5, "form": "AABB"}
+                       ).json()["abc"].count(":|") >= 2
+    r = client.post("/api/sample", json={**TUNE, "form": "AABB", "bars": 16})
+    assert r.status_code == 400 and "--bars and --form both set the length" in r.json()["error"]
+
+
 def test_no_seed_draws_one_and_returns_it(client):
     a = client.post("/api/sample", json={**TUNE}).json()
     b = client.post("/api/sample", json={**TUNE, "seed": a["seed"]}).json()
@@ -222,6 +241,8 @@ def test_any_abc_body_gives_a_file_or_a_4xx_never_a_500(client, body):
     ({"temperature": 0}, 422, "temperature: Input should be greater than 0"),
     ({"top_p": 1.5}, 422, "top_p: Input should be less than or equal to 1"),
     ({"seed": -1}, 422, "seed: Input should be greater than or equal to 0"),
+    ({"bars": SV.LIMITS["bars"] + 1}, 422, "bars: Input should be less than or equal to 128"),
+    ({"form": "A1"}, 400, "--form"),
     ({"colour": "red"}, 422, "colour: Extra inputs are not permitted"),
     ({"key": "H"}, 400, "--key H: not a key"),
     ({"meter": "11/8"}, 400, "M:11/8 is not in the model's vocabulary"),

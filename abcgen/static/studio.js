@@ -13,7 +13,7 @@ const MODES = [["maj", "major"], ["min", "minor"], ["mix", "mixolydian"], ["dor"
                ["phr", "phrygian"], ["lyd", "lydian"], ["loc", "locrian"]];
 // URL query names of the settings.
 // "len" (the length cap in tokens) has no control on the page; a link may set it.
-const PARAMS = ["meter", "unit", "key", "t", "top_p", "seed", "prime", "n", "len"];
+const PARAMS = ["meter", "unit", "key", "t", "top_p", "seed", "prime", "n", "len", "form", "bars"];
 
 const state = {
   abc: "",          // the text the sheet music shows
@@ -76,7 +76,16 @@ function settings() {
     prime: $("prime").value,
     count: Math.max(1, Math.min(16, parseInt($("count").value, 10) || 1)),
     ...(state.maxTokens ? {max_tokens: state.maxTokens} : {}),
+    ...lengthValue(),
   };
+}
+
+// The Length menu: "form:AABB" -> {form: "AABB"}, "bars:16" -> {bars: 16}, "" -> nothing.
+function lengthValue() {
+  const [kind, v] = $("length").value.split(":");
+  if (kind === "form" && v) return {form: v};
+  if (kind === "bars" && v) return {bars: parseInt(v, 10)};
+  return {};
 }
 
 function toQuery(s) {
@@ -90,6 +99,8 @@ function toQuery(s) {
   if (s.prime) q.set("prime", s.prime);
   if (s.count > 1) q.set("n", String(s.count));
   if (s.max_tokens) q.set("len", String(s.max_tokens));
+  if (s.form) q.set("form", s.form);
+  if (s.bars) q.set("bars", String(s.bars));
   return q.toString();
 }
 
@@ -112,6 +123,9 @@ function fromQuery(search) {
   $("prime").value = q.get("prime") || "";
   $("count").value = q.get("n") || "1";
   state.maxTokens = parseInt(q.get("len"), 10) || null;
+  const form = (q.get("form") || "").replace(/[^A-Z]/g, "");
+  const bars = parseInt(q.get("bars"), 10);
+  selectValue($("length"), form ? "form:" + form : (bars > 0 ? "bars:" + bars : ""));
   return true;
 }
 
@@ -366,7 +380,7 @@ async function start() {
   const fromLink = fromQuery(location.search);
   if (!fromLink) $("seed").value = String(Math.floor(Math.random() * 100000));
   syncControls();
-  ["meter", "unit", "tonic", "mode", "temperature", "top_p", "tempo"].forEach((id) =>
+  ["meter", "unit", "tonic", "mode", "length", "temperature", "top_p", "tempo"].forEach((id) =>
     $(id).addEventListener("input", syncControls));
   $("tempo").addEventListener("input", () => { state.tempoTouched = true; });
   $("dice").addEventListener("click", () => {
