@@ -145,10 +145,14 @@ def test_real_tunes_pass_except_their_own_faults(corpus_texts, vocab, constraint
     """Every corpus tune is accepted token by token, except tunes whose source
     breaks a rule the sampler must enforce.  Those fall in two kinds only:
 
-    * bar lengths (14 of the 200 now): a bar of the wrong length between plain
-      bars (``A2|FA3 A3F GB3 BG|`` in 4/4), a short final bar, or the two
-      halves of a bar split by a repeat sign that do not add up to a bar;
-      check_bars counts them as wrong bars;
+    * bar lengths (24 of the 200 now): a bar of the wrong length between plain
+      bars (``A2|FA3 A3F GB3 BG|`` in 4/4), a short final bar, the two halves
+      of a bar split by a repeat sign that do not add up to a bar, or a bar
+      that does not add up as the repeats are played (a full closing bar where
+      the repeat plays a pickup again, a pickup after a full bar and ``||``, a
+      short bar at ``:|`` going on with a full bar: see test_bar_rule_at_repeats;
+      abc2midi warns of 23 of these 24 when it plays them); check_bars counts
+      them as wrong bars;
     * repeat structure (3 now): an ending mark the simple matching cannot
       place (``[1`` or ``|1`` after a closed repeat with no new ``|:``, or
       ``[2`` with no first ending), which abc2midi rejects or misreads, or a
@@ -167,7 +171,7 @@ def test_real_tunes_pass_except_their_own_faults(corpus_texts, vocab, constraint
         # the source closes a first ending with '::' and writes no second one)
         in_ending = sym in ("::", "|:") and re.search(r"(\||\[)1", corpus_texts[i])
         assert bars_wrong or ENDING_MARK.match(sym) or in_ending, (sym, corpus_texts[i])
-    assert len(rejected) <= len(corpus_texts) // 10, rejected
+    assert len(rejected) <= len(corpus_texts) * 15 // 100, rejected
 
 
 def test_the_task_jig_passes(vocab, constraint):
@@ -329,9 +333,11 @@ def test_repeats_and_endings(vocab):
 
 
 def test_split_bars(vocab):
-    # 2 of 4 before :| (no pickup to pair with): the next piece must be 2
-    ok = _allowed(_state_after(vocab, H + "A4|B2:|c"), vocab)
+    # 2 of 4 before || (no pickup to pair with): the next piece must be 2
+    ok = _allowed(_state_after(vocab, H + "A4|B2||c"), vocab)
     assert "2" in ok and "3" not in ok and "|" not in ok
+    # ... but not before :|, where the repeat goes back to a full bar
+    assert ":|" not in _allowed(_state_after(vocab, H + "A4|B2"), vocab)
     assert "</s>" not in _allowed(_state_after(vocab, H + "A4|B2|]\n"), vocab)
     # short by the pickup: the tune may end there
     assert "</s>" in _allowed(_state_after(vocab, H + "A|B4|c3|]\n"), vocab)
@@ -363,8 +369,9 @@ BAR_CASES = {
     # text body (after the header): (complete bars, wrong bars)
     "pickup, split by the ending and a second ending": (JIG, (4, 0)),
     "a short bar between plain bars": ("M:4/4\nL:1/4\nK:Cmaj\nC D E F|G A B|c4|]\n", (3, 1)),
-    "halves of a split bar": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E2:|F2|G4|]\n", (2, 0)),
-    "halves that do not add up": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E2:|F3|G4|]\n", (3, 1)),
+    "halves of a split bar": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E2||F2|G4|]\n", (2, 0)),
+    "halves that do not add up": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E2||F3|G4|]\n", (3, 1)),
+    "a repeat back to a full bar": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E2:|F2|G4|]\n", (4, 2)),
     "a half left open at the end": ("M:2/4\nL:1/8\nK:Cmaj\nC2 D2|E2|]\n", (2, 1)),
     "last bar short by the pickup": ("M:3/4\nL:1/4\nK:Gmaj\nD|G2 A|B3|A2|]\n", (2, 0)),
     "no meter": ("M:none\nL:1/8\nK:Cmaj\nABC|DE|]\n", (0, 0)),
@@ -593,3 +600,44 @@ def test_form_walks_are_tunes_a_fiddler_can_play(shipped_vocab, tmp_path):
             pytest.fail("abc2midi is not installed")
         pytest.skip("abc2midi is not installed: the independent check did not run")
     assert not errors, errors
+
+
+# The bar rule where it meets repeats, as abc2midi plays them (each case checked by hand
+# against abc2midi 4.84's bar warnings): (text, complete bars, wrong bars).
+_H = "M:2/2\nL:1/8\nK:Dmaj\n"
+_J = "M:6/8\nL:1/8\nK:Dmaj\n"
+REPEAT_BARS = [
+    (_H + "A|BAAB BABd|E3A FAE2||Ad|B2AB dBBe|dBAF G2|]\n", 5, 2),   # a full bar, ||, a new pickup
+    (_H + "A|BAAB BABd|E3A FA||Ad|B2AB dBBe|dBAF G2|]\n", 2, 0),     # a short bar, ||, its other half
+    (_H + "GA|BAAB BABd|E3A FA:|\nBAAB BABd|E3A FAE2|]\n", 3, 1),    # short at :|, going on with a full bar
+    (_H + "GA|BAAB BABd|E3A FA:|\nGA|BAAB BABd|E3A FA|]\n", 2, 0),   # ... going on with the pickup
+    (_H + "GA|BAAB BABd|E3A FA:|\n", 1, 0),                          # ... or ending there
+    (_H + "BAAB BABd|E3A F|1GAB|BAAB BABd:|2BAAB BAB2|]\n", 5, 2),    # no bar is split by |1
+    (_J + "|:A|d2f edB|A3 A3:|\n", 2, 1),                            # the repeat plays the pickup again
+    (_J + "|:A|d2f edB|A3 A2:|\n", 1, 0),                            # ... so its last bar leaves room
+    (_J + "A|:d2f edB|A3 A2:|\n", 1, 0),                             # the pickup before |:, as musicians write
+    (_J + "d2f edB|A3 A:|Ac|d2f edB|A3 A3|]\n", 5, 2),               # the repeat goes back to a full bar
+    (_H + "BAAB BABd|E3A FAE2:|\nAd|BAAB BABd|E3A FA|]\n", 3, 0),     # a pickup after :|
+    (_H + "BAAB BABd|E3A FAE2:|\n|:Ad|BAAB BABd|E3A FA:|\n", 5, 2),  # ... but not after :| |:
+]
+
+
+@pytest.mark.parametrize("text,complete,wrong", REPEAT_BARS)
+def test_bar_rule_at_repeats(text, complete, wrong):
+    assert check_bars(text) == (complete, wrong)
+
+
+def test_samples_have_no_bar_abc2midi_calls_wrong():
+    """The mask's tunes, played by abc2midi: no "Bar N has ... time units" warning outside
+    repeats (the independent check of the bar rule above)."""
+    if shutil.which("abc2midi") is None:
+        if os.environ.get("CI"):
+            pytest.fail("abc2midi is not installed")
+        pytest.skip("abc2midi is not installed: the independent check did not run")
+    from abcgen.tunestats import abc2midi_bar_warnings
+
+    book = subprocess.run([sys.executable, "-m", "abcgen", "sample", "-n", "40", "--seed", "21"],
+                          capture_output=True, text=True, check=True).stdout
+    tunes = [t for t in book.split("\n\n") if t.strip()]
+    assert len(tunes) == 40
+    assert [abc2midi_bar_warnings(t + "\n") for t in tunes] == [0] * 40

@@ -5,14 +5,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from functools import lru_cache
+from math import gcd
 from typing import Sequence
 
-from .symbols import (B_LINE_ENDING, B_PLAIN, PART_START, bar_of, duration_of, fraction_of,
-                      letter_octave, meter_value, tuplet_of)
+from .symbols import (B_END, B_END_ENDING, B_ENDING, B_ENDSTART, B_FINAL, B_LINE_ENDING, B_PLAIN, B_START,
+                      PART_START, bar_of, duration_of, fraction_of, letter_octave, meter_value, tuplet_of)
 from .tokens import split_tokens
 
 # --------------------------------------------------------------------------
 # The bar rule, shared by the mask and by check_bars
+
+
+# Section bars where a short bar that pairs with a remembered pickup ends the
+# bar's music: the end, the final bar, the repeat sign (the repeat comes round to
+# the pickup; going on, the next piece must be the pickup, see judge) and the
+# mark of a second ending (which follows the bar before the first ending).
+_FREE_AFTER = frozenset({B_END, B_END_ENDING, B_FINAL, None})
+# Bars that split no bar: a plain one, and a first (or later) ending mark, which
+# abc2midi counts as a plain bar.
+_NO_SPLIT = frozenset({B_PLAIN, B_ENDING})
+# Bars a repeat goes back from, and bars it goes back to (the start of the tune too).
+_REPEAT_CLOSE = frozenset({B_END, B_ENDSTART, B_END_ENDING})
+_REPEAT_TARGET = frozenset({B_START, B_ENDSTART, B_END})
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,9 @@ class _BarRule:
     need: Fraction | None = None  # the other half of a split bar
     strict: bool = False          # the next piece must be exactly `need`
     part: bool = True             # the next piece opens a part (its pickup sets `a`)
+    fresh: bool = True            # the next piece is the first a repeat goes back to
+    rep: Fraction = 0             # the pickup a repeat goes back to (0: none)
+    open_end: bool = False        # strict, but the tune may end here (after `:|`)
     _targets_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -36,11 +54,11 @@ class _BarRule:
         h = self._hash
         if h is None:
             h = hash((self.M, self.first, self.a, self.a0, self.opening, self.need, self.strict,
-                      self.part))
+                      self.part, self.fresh, self.rep, self.open_end))
             object.__setattr__(self, "_hash", h)
         return h
 
-    def verdict(self, length, kind, fillable=None) -> str:
+    def verdict(self, length, kind, fillable=None, rep_fillable=None) -> str:
         """How a piece of ``length`` closed by a bar of ``kind`` (None: the end
         of the text) stands: 'full', 'pickup', 'half', 'split' (the next piece
         may supply a remembered pickup), 'split-strict' (the next piece must
@@ -50,44 +68,83 @@ class _BarRule:
             return "free" if length > 0 else "wrong"
         if self.strict:
             return "half" if length == self.need else "wrong"
+        rf = rep_fillable or fillable
+        if self.rep and kind in _REPEAT_CLOSE and (rf is None or rf(M - self.rep)):
+            # the repeat plays the pickup again: the closing bar leaves room for it
+            if length != M - self.rep:
+                return "wrong"
+            return "split" if kind in _FREE_AFTER else "split-strict"
         if self.first and 0 < length < M:
             return "pickup"
         if length == M:
             return "full"
         if self.need is not None and length == self.need:
             return "half"
-        if kind != B_PLAIN and 0 < length < M:
+        if kind not in _NO_SPLIT and 0 < length < M:
             if M - length in self.anacruses():
-                return "split"
-            if fillable is None or fillable(M - length):
-                return "split-strict"
+                # the pickup must follow (as the repeat comes round to it) except where
+                # nothing follows (|], the end) or a second ending starts afresh (:|2);
+                # after :| the tune may also end (judge)
+                return "split" if kind in _FREE_AFTER else "split-strict"
+            if kind not in _REPEAT_CLOSE and (fillable is None or fillable(M - length)):
+                return "split-strict"   # (a repeat goes back to a full bar: none there)
         return "wrong"
 
-    def judge(self, length, kind, fillable=None):
+    def judge(self, length, kind, fillable=None, rep_fillable=None):
         """(verdict, the rule for the next piece)."""
-        v = self.verdict(length, kind, fillable)
+        v = self.verdict(length, kind, fillable, rep_fillable)
         if v == "free":
             return v, self
+        target = kind in _REPEAT_TARGET
+        rep = 0 if target or kind in _REPEAT_CLOSE else self.rep
+        if self.fresh and v in ("pickup", "half") and not target:
+            rep = length                         # a pickup inside the repeated part
         base = replace(self, first=False, need=None, strict=False, part=kind in PART_START,
-                       opening=False)
+                       opening=False, fresh=target, rep=rep, open_end=False)
         if v == "pickup":
             return v, replace(base, a=length, a0=length if self.opening else self.a0)
         if v in ("split", "split-strict"):
-            return v, replace(base, need=self.M - length, strict=v == "split-strict")
+            # after :| the music goes on from the pickup the repeat came round to: the next
+            # piece must be it, though the tune may also end there
+            after_repeat = v == "split" and kind == B_END
+            return v, replace(base, need=self.M - length, strict=v == "split-strict" or after_repeat,
+                              open_end=after_repeat)
         nxt = base
         if v == "half" and self.part:
             nxt = replace(nxt, a=length)     # this part's pickup: its end may pair with it
-        if v != "wrong" and kind in PART_START:
+        if v != "wrong" and kind == B_END:
             nxt = replace(nxt, first=True)   # the next part may open with a pickup
         return v, nxt
+
+    def may_end(self) -> bool:
+        """The tune may end here: no half bar waits for its other half (a short bar
+        closed by :| that pairs with a remembered pickup does not wait)."""
+        return not self.strict or self.open_end
 
     def anacruses(self) -> set:
         """Pickups a short bar before a section mark may pair with: the tune's
         (the tune comes round again) and the current part's (its repeat)."""
         return {x for x in (self.a, self.a0) if 0 < x < self.M}
 
+    def empty(self, kind) -> "_BarRule":
+        """The rule after an empty piece closed by a bar of ``kind``: ``[2`` at a
+        line start (see opener) or ``|:`` at a line start after ``:|``.  abc2midi
+        counts on through ``:|`` followed by ``|:``, so the leave ``:|`` gives (a
+        pickup, or a full bar after a short one) is withdrawn: the next piece is
+        a full bar or the other half of the bar before."""
+        if kind == B_LINE_ENDING:
+            return self.opener()
+        if self.M is None:
+            return self
+        if self.opening:
+            return replace(self, fresh=True, rep=0)
+        return replace(self, first=False, part=True, strict=self.need is not None, fresh=True, rep=0,
+                       open_end=False)
+
     def opener(self) -> "_BarRule":
         """After an ending mark the music goes on mid-part: no pickup there."""
+        if self.open_end:   # `:|` then `[2`: the second ending follows the bar before the first
+            return replace(self, first=False, part=False, need=None, strict=False, open_end=False)
         return replace(self, first=False, part=False)
 
     def meter(self, M: Fraction | None) -> "_BarRule":
@@ -126,6 +183,29 @@ class _BarRule:
 # Measuring bars
 
 
+def _sums_to(x: Fraction, parts: frozenset) -> bool:
+    """x > 0 is a sum of lengths from parts (each as often as needed)."""
+    return _sums_to_cached(Fraction(x), parts)
+
+
+@lru_cache(maxsize=4096)
+def _sums_to_cached(x: Fraction, parts: frozenset) -> bool:
+    if x <= 0 or not parts:
+        return False
+    den = 1
+    for q in list(parts) + [x]:
+        den = den * q.denominator // gcd(den, q.denominator)
+    goal = int(x * den)
+    coins = sorted({int(q * den) for q in parts if 0 < q * den <= goal})
+    if goal > 100000:
+        return False  # too fine to work out: lenient, so a tune the mask allows still passes
+    can = bytearray(goal + 1)
+    can[0] = 1
+    for v in range(1, goal + 1):
+        can[v] = any(can[v - c] for c in coins if c <= v)
+    return bool(can[goal])
+
+
 def check_bars(model_text: str | Sequence[str]) -> tuple[int, int]:
     """(complete bars, wrong bars) of a tune by the bar rule of the module doc.
 
@@ -144,10 +224,17 @@ def check_bars(model_text: str | Sequence[str]) -> tuple[int, int]:
     tup_left, tup_scale = 0, Fraction(1)
     in_chord = in_body = nonempty = False
 
+    seen: set = set()                     # the lengths of the sounds met so far
+
+    def fillable(x) -> bool:
+        """x can be written with sounds of the lengths met so far: the mask asks the
+        same of the vocabulary's durations (a superset), so a tune it allows passes."""
+        return _sums_to(x, frozenset(seen))
+
     def close(kind):
         nonlocal rule, complete, wrong, pos, nonempty
         if nonempty:
-            verdict, rule = rule.judge(pos, kind)
+            verdict, rule = rule.judge(pos, kind, rep_fillable=fillable)
             if verdict in ("full", "wrong"):
                 complete += 1
                 wrong += verdict == "wrong"
@@ -176,6 +263,7 @@ def check_bars(model_text: str | Sequence[str]) -> tuple[int, int]:
             continue
         if tok in ("[", "z") or letter_octave(tok) is not None:
             last_scale = tup_scale if tup_left else Fraction(1)
+            seen.add(last_scale)
             tup_left = max(tup_left - 1, 0)
             pos += last_scale
             nonempty = True
@@ -184,6 +272,7 @@ def check_bars(model_text: str | Sequence[str]) -> tuple[int, int]:
         d = duration_of(tok)
         if d is not None:
             pos += last_scale * (d - 1)
+            seen.add(last_scale * d)
             continue
         t = tuplet_of(tok) if tok.startswith("(") else None
         if t is not None:
@@ -191,13 +280,13 @@ def check_bars(model_text: str | Sequence[str]) -> tuple[int, int]:
             continue
         b = bar_of(tok)
         if b is not None and b != "bad":
-            if b[0] == B_LINE_ENDING and not nonempty:
-                rule = rule.opener()
+            if not nonempty:
+                rule = rule.empty(b[0])
                 continue
             close(b[0])
     if nonempty:
         close(None)
-    if rule.strict:
+    if not rule.may_end():
         complete += 1
         wrong += 1
     return complete, wrong

@@ -41,18 +41,29 @@ counted exactly (fractions of the ``L:`` unit).  Let M be the bar length.  A
 ``|:`` ``::`` ``:|`` ``||`` ``|]`` ``[|`` (not after an ending mark, where the
 music goes on mid-part).
 
-1. The first piece of the tune, of a part (when the bar before was complete)
-   and after an ``M:`` change may be a pickup: any length up to M.  The tune's
-   first pickup and the current part's pickup are remembered.
+1. The first piece of the tune, of a part after ``:|`` (when the bar before
+   was complete) and after an ``M:`` change may be a pickup: any length up to
+   M.  The tune's first pickup and the current part's pickup are remembered.
+   (After a full bar and ``||``, ``|:`` or ``::`` there is no pickup: abc2midi
+   counts it as a short bar; shorten the bar before instead, rule 2.)
 2. Every other piece has length M, except that a piece ending at a section bar
-   may be short (a bar split by the mark):
+   other than an ending mark ``|1`` may be short (a bar split by the mark):
 
    * short by a remembered pickup: the tune or part comes round to that pickup
-     (``A|:B2c def|..|1A3 A2:|`` in 6/8); the next piece may then be that
-     pickup or a full bar;
-   * short by anything else: the next piece must be exactly the rest of the
-     bar (``..A4 A2:|ab|`` in 4/4 with L:1/16); opening a part, that rest
-     becomes the part's pickup.
+     (``A|:B2c def|..|1A3 A2:|`` in 6/8); the next piece must be that pickup
+     (going on after ``:|`` too), except after ``|]``, a second ending
+     ``:|2`` or where the tune ends;
+   * short by anything else, not before a repeat sign (the repeat would go
+     back to a full bar): the next piece must be exactly the rest of the bar
+     (``..A4 A2||ab|`` in 4/4 with L:1/16); opening a part, that rest becomes
+     the part's pickup.
+   * where a repeat goes back to a pickup inside it (``|:A|..``, or a tune
+     or a part after ``:|`` that opens with one), the bar before the repeat
+     sign must leave room for it: it is exactly M minus that pickup
+     (``|:A|d2f edB|A3 A2:|``), as the repeat is played.
+
+   ``:|`` followed by ``|:`` at a line start keeps no leave of ``:|``: the
+   next piece is a full bar or the other half of the bar before.
 
 3. No token may leave the piece with no way to end: a piece only grows to
    lengths from which some allowed end is still reachable with the
@@ -409,6 +420,8 @@ class AbcConstraint:
         self._field_idx = np.array([i for i, _ in self._field_ids], dtype=np.int64)
         bar_kind = np.array([b[0] for _, b in self._bar_ids], dtype=np.int64)
         self._bar_plain = bar_kind == B_PLAIN
+        self._bar_kind = bar_kind
+        self._bar_kinds_used = sorted(set(bar_kind.tolist()))
         self._bar_colon = np.isin(bar_kind, [B_END, B_ENDSTART, B_END_ENDING])
         self._bar_endstart = bar_kind == B_ENDSTART
         # Form tables
@@ -712,7 +725,7 @@ class AbcConstraint:
     def _end_ok(self, s: _State) -> bool:
         return (s.phase == 6 and s.last == "nl" and not s.after_field and s.pieces > 0
                 and s.has_note and s.rep != "open" and s.tie_req is None
-                and not s.rule.strict
+                and s.rule.may_end()
                 and (s.ending is None or s.ending[0] == "after" or s.ending[1] >= 2))
 
     def _bar_ok(self, s: _State, info) -> bool:
@@ -1060,9 +1073,10 @@ class AbcConstraint:
             for i, first in self._line_ending_first.items():
                 keep[i] = first == s.ending[1]
             out &= keep
-        if f.whole_parts and s.last in ("sound", "dur", "tie") and s.rule.M is not None and \
-                s.rule.verdict(s.pos, B_FINAL, self._filler.fillable_steps) == "split-strict":
-            out[self._bar_idx[~self._bar_plain]] = False
+        if f.whole_parts and s.last in ("sound", "dur", "tie") and s.rule.M is not None:
+            # no section bar that would leave half a bar for the next part
+            half = ~self._verdicts(s, bad=("split-strict",))[self._bar_kind]
+            out[self._bar_idx[half & ~self._bar_plain]] = False
         eos = self._ids[K_EOS]
         if out[eos].any() and not self._form_end_ok(s):
             out[eos] = False
@@ -1104,10 +1118,16 @@ class AbcConstraint:
             ok = ok & ~self._bar_colon
         if s.bare_upper:
             ok = ok & ~self._bar_endstart
+        return ok & self._verdicts(s)[self._bar_kind]
+
+    def _verdicts(self, s: _State, bad=("wrong",)) -> np.ndarray:
+        """Per bar kind (indexed by kind): the bar rule lets a bar of that kind close the
+        piece here (its verdict is not in ``bad``)."""
         fill = self._filler.fillable_steps
-        plain = s.rule.verdict(s.pos, B_PLAIN, fill) != "wrong"
-        other = s.rule.verdict(s.pos, B_FINAL, fill) != "wrong"     # any kind but plain
-        return ok & np.where(self._bar_plain, plain, other)
+        out = np.zeros(max(self._bar_kinds_used, default=0) + 1, dtype=bool)
+        for k in self._bar_kinds_used:
+            out[k] = s.rule.verdict(s.pos, k, fill) not in bad
+        return out
 
     def _line_fields(self, s: _State) -> np.ndarray:
         """_field_ok over the field tokens at a line start in the body,
@@ -1226,8 +1246,8 @@ class AbcConstraint:
             bars += verdict in ("full", "half", "free")
             if verdict == "half" and part_start == s.bars:
                 part_start = bars    # the other half of the last part's closing bar
-        elif kind == B_LINE_ENDING:
-            rule = self._intern(rule.opener())
+        else:
+            rule = self._intern(rule.empty(kind))
         # repeats and endings
         if kind == B_START:
             rep, e = "open", None
@@ -1315,7 +1335,25 @@ class AbcConstraint:
             return m.copy()
         if self._form is not None and self._form.tonic and s.chord is None:
             c = self._closing_tonic(s, m, c)
+        if s.chord is None and s.last not in ("nl", "bar"):
+            c = self._toward_goal(s, c)
         return c
+
+    def _toward_goal(self, s: _State, c: np.ndarray) -> np.ndarray:
+        """c without the sounds and durations that take the piece past the length a
+        closing bar needs (a repeat that plays a pickup again wants a short closing
+        bar); c itself where that leaves nothing."""
+        goal = self._closing_goal(s)
+        if goal is None:
+            return c
+        keep = c.copy()
+        for i in np.flatnonzero(keep):
+            k = self._kind[i]
+            if k == K_DUR and self._step(s, int(i)).pos > goal:
+                keep[i] = False
+            elif k in (K_PITCH, K_REST) and s.pos >= goal:
+                keep[i] = False
+        return keep if keep.any() else c
 
     def _closing_tonic(self, s: _State, m: np.ndarray, c: np.ndarray) -> np.ndarray:
         """Steer the closing towards a last note on the tonic: after a note (or
@@ -1325,9 +1363,11 @@ class AbcConstraint:
         if tonic_of(s.key) is None:
             return c
         unit = self._filler.grid
+        goal = self._closing_goal(s)
 
         def room(st: _State) -> bool:
-            return st.tup_left == 0 and self._alive(st, st.pos + unit, 0, 1, 1)
+            return (st.tup_left == 0 and self._alive(st, st.pos + unit, 0, 1, 1)
+                    and (goal is None or st.pos + unit <= goal))
 
         ids = self._pitch_ids
         tonic = self._tonic_pitches(s.key)
@@ -1357,17 +1397,21 @@ class AbcConstraint:
         if s.has_note and self._rest_id is not None:
             c[self._rest_id] |= m[self._rest_id]
 
-    def _closing_bars(self, s: _State, m: np.ndarray) -> list:
-        """Bars that move towards the end: (those that leave no half bar, the others)."""
+    @staticmethod
+    def _closing_kinds(s: _State) -> set:
+        """The bar kinds that move towards the end from here."""
         e = s.ending if s.ending is None or s.ending[0] == "in" else None
         if e is not None and e[1] == 1:
-            kinds = {B_END, B_END_ENDING}
-        elif s.rep == "open" and e is None:
-            kinds = {B_END}
-        elif e is not None:
-            kinds = {B_FINAL, B_DOUBLE, B_THICK, B_PLAIN}
-        else:
-            kinds = {B_FINAL, B_DOUBLE, B_THICK, B_PLAIN, B_END}
+            return {B_END, B_END_ENDING}
+        if s.rep == "open" and e is None:
+            return {B_END}
+        if e is not None:
+            return {B_FINAL, B_DOUBLE, B_THICK, B_PLAIN}
+        return {B_FINAL, B_DOUBLE, B_THICK, B_PLAIN, B_END}
+
+    def _closing_bars(self, s: _State, m: np.ndarray) -> list:
+        """Bars that move towards the end: (those that leave no half bar, the others)."""
+        kinds = self._closing_kinds(s)
         good, halves = [], []
         for i, b in self._bar_ids:
             if not m[i] or b[0] not in kinds:
@@ -1375,6 +1419,24 @@ class AbcConstraint:
             v = s.rule.verdict(s.pos, b[0], self._filler.fillable_steps)
             (halves if v == "split-strict" else good).append(i)
         return good, halves
+
+    def _closing_goal(self, s: _State):
+        """The shortest length from here at which a bar that heads for the end may
+        close the piece without leaving half a bar (None: no such target)."""
+        r = s.rule
+        if r.M is None or r.strict:
+            return None
+        how, *lengths = r.targets(True)
+        if how != "exact":
+            return None
+        kinds = self._closing_kinds(s)
+        fill = self._filler.fillable_steps
+        start = s.pos - s.sound_len if s.last in ("sound", "dur") else s.pos   # the sound may shrink
+        for length in sorted(lengths[0]):
+            if length >= start and any(r.verdict(length, k, fill) not in ("wrong", "split-strict")
+                                       for k in kinds):
+                return length
+        return None
 
     def force_end_tokens(self, max_tokens: int = 10000) -> list[int]:
         """One deterministic way to end the tune from here (the state is not
@@ -1385,9 +1447,11 @@ class AbcConstraint:
         out: list[int] = []
         pref = {B_FINAL: 0, B_END: 1, B_END_ENDING: 1, B_LINE_ENDING: 1, B_DOUBLE: 2,
                 B_THICK: 3, B_PLAIN: 4}
+        goal = None
         while not sim.done:
             if len(out) >= max_tokens:
-                raise RuntimeError("force_end_tokens did not reach the end (grammar bug)")
+                raise RuntimeError("force_end_tokens did not reach the end (grammar bug): ... "
+                                   + " ".join(self.vocab.symbols[i] for i in out[-24:]))
             c = sim.closing_allowed()
             ids = np.flatnonzero(c)
             if not len(ids):
@@ -1399,6 +1463,19 @@ class AbcConstraint:
             if after_rest:
                 order_of[K_DUR], order_of[K_REST] = 4, 5
 
+            st = sim._s
+            if not out or st.last in ("bar", "nl"):   # fixed at the start of each piece
+                goal = self._closing_goal(st)
+
+            def closes_after(i) -> bool:
+                """Duration i keeps the piece within the goal (a repeat that plays a
+                pickup again wants a short closing bar: rest up to it, not past it)."""
+                if goal is None:
+                    return True
+                t = sim.copy()
+                t.advance(int(i))
+                return t._s.pos <= goal
+
             def rank(i):
                 k = sim._kind[i]
                 order = order_of.get(int(k), 9)
@@ -1406,7 +1483,7 @@ class AbcConstraint:
                 if k == K_BAR:
                     sub = pref.get(sim._info[i][0], 9)
                 elif k == K_DUR:
-                    sub = -float(sim._info[i])
+                    sub = (0 if closes_after(i) else 1) - float(sim._info[i]) / 1000.0
                 elif k == K_PITCH:
                     sub = len(sim.vocab.symbols[i])
                 return order, sub, int(i)
