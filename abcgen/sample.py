@@ -526,13 +526,12 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     out = [list(head_ids) for _ in range(n)]
     active = np.arange(n)
     budget = max(opts.max_tokens - len(head_ids), 1)
-    closing = np.zeros(n, dtype=bool)
+    closing = [False] * n
     final_ids = np.asarray([i for i, x in enumerate(vocab.symbols) if x == "|]"], dtype=np.int64)
     # Bar lines written so far, counted as tunestats.bar_lines counts them (the
     # unit of the corpus's lengths): every bar token but a line-start ending '[2'.
-    is_bar_line = np.zeros(len(vocab.symbols), dtype=bool)
-    for i, x in enumerate(vocab.symbols):
-        is_bar_line[i] = "|" in x or x == "::"
+    is_bar_line = ["|" in x or x == "::" for x in vocab.symbols]
+    part_closers = {i for i, x in enumerate(vocab.symbols) if x in (":|", "||", "|]")}
     lines = [sum(bool(is_bar_line[t]) for t in head_ids)] * n
 
     def written(i):
@@ -578,17 +577,19 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
         return new if new.any() else original
 
     def masks(active, steps):
+        """The mask rows of the active tunes, stacked (a fresh array: wants_end writes to it)."""
         if cons is None:
             return None
         rows = []
-        for i in active:
+        short = []        # rows of tunes too short yet to end: no </s>, no |] (where that leaves some)
+        for j, i in enumerate(active.tolist()):
             c = cons[i]
             if parts is not None:
                 p = part_idx[i]
                 if not closing[i] and (steps >= budget or p >= len(parts) or (
                         p == len(parts) - 1 and c.at_bar and c.part_bars + 1 >= opts.part_bars)):
                     closing[i] = True
-                rows.append(form_row(i, c.mask_view(bool(closing[i]))))
+                rows.append(form_row(i, c.mask_view(closing[i])))
                 continue
             if not closing[i]:
                 if steps >= budget:
@@ -598,26 +599,31 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
                         targets[i] = target_bars(_meter_of(vocab, out[i]), target_rngs[i])
                     if targets[i] is not None and written(i) >= targets[i] - 1:
                         closing[i] = True
-            row = c.mask_view(bool(closing[i]))
-            if not closing[i] and targets[i] is not None and written(i) < targets[i] - 1 \
-                    and (row[eos] or row[final_ids].any()):
-                short = row.copy()            # too short yet: no end, no |]
-                short[eos] = False
-                short[final_ids] = False
-                row = short if short.any() else row
-            rows.append(row)
-        return np.stack(rows)
+            rows.append(c.mask_view(closing[i]))
+            if not closing[i] and targets[i] is not None and written(i) < targets[i] - 1:
+                short.append(j)
+        mask = np.stack(rows)
+        if short:
+            # All at once: a row without </s> and |] stays as it is, one that would be
+            # left empty too (never a dead end).
+            sel = np.asarray(short)
+            sub = mask[sel]
+            sub[:, eos] = False
+            sub[:, final_ids] = False
+            ok = sub.any(axis=1)
+            mask[sel[ok]] = sub[ok]
+        return mask
 
     def wants_end(active, logits, mask):
         """A tune at a line start where the model would rather stop (</s> over
         half its probability) but the Form refuses the end (off the tonic, say)
         goes over to the closing moves, which end it on the tonic within a bar,
         instead of making the model go on against its will."""
-        if cons is None:
+        if cons is None or parts is not None:
             return mask
-        for j, i in enumerate(active):
+        for j, i in enumerate(active.tolist()):
             c = cons[i]
-            if closing[i] or parts is not None or not c.end_refused or c.bars < 2 or (
+            if closing[i] or not c.end_refused or c.bars < 2 or (
                     targets[i] is not None and written(i) < targets[i] - 1):
                 continue
             z = logits[j].astype(np.float64) / max(opts.temperature, 1e-6)
@@ -652,9 +658,11 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
                 lg[:, eos] = 0.0
             p = _filter_logits(lg, opts.temperature, opts.top_k, opts.top_p)
             tok = _draw(p, np.array([rngs[i].random() for i in active]))
+            toks = tok.tolist()
+            before = active.tolist()
             keep = []
-            for j, i in enumerate(active):
-                t = int(tok[j])
+            for j, i in enumerate(before):
+                t = toks[j]
                 if t == eos:
                     continue
                 out[i].append(t)
@@ -662,17 +670,22 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
             steps += 1
             if not keep:
                 break
-            keep = np.asarray(keep)
-            before, active = active, active[keep]
-            state = [(h[keep], c[keep]) for h, c in state]
-            nxt = tok[keep]
+            if len(keep) < len(before):       # some tunes ended: drop their rows
+                sel = np.asarray(keep)
+                active = active[sel]
+                state = [(h[sel], c[sel]) for h, c in state]
+                nxt = tok[sel]
+            else:
+                nxt = tok
             fut = pool.submit(model.net.step, nxt, state) if pool is not None else None
             if cons is not None:
                 for j in keep:
-                    cons[before[j]].advance(int(tok[j]))
-                    lines[before[j]] += bool(is_bar_line[tok[j]])
-                    if parts is not None and vocab.symbols[tok[j]] in (":|", "||", "|]"):
-                        part_idx[before[j]] += 1
+                    i, t = before[j], toks[j]
+                    cons[i].advance(t)
+                    if is_bar_line[t]:
+                        lines[i] += 1
+                    if parts is not None and t in part_closers:
+                        part_idx[i] += 1
                 mask = masks(active, steps)
             logits, state = fut.result() if fut is not None else model.net.step(nxt, state)
             mask = wants_end(active, logits, mask)
