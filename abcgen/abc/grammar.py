@@ -113,7 +113,8 @@ def _remember(memo: dict, key, value, limit: int = _MEMO_LIMIT) -> None:
 # the same symbols; only the attributes below are its own.
 _FAMILIES: dict = {}
 _FAMILY_LIMIT = 2
-_PER_CONSTRAINT = frozenset({"vocab", "_forced", "_forced_key", "_keyed", "_shown", "_s", "_form"})
+_PER_CONSTRAINT = frozenset({"vocab", "_forced", "_forced_key", "_keyed", "_shown", "_s", "_form",
+                             "_form_key"})
 
 
 class GrammarError(InputError, ValueError):
@@ -342,6 +343,11 @@ class AbcConstraint:
         self._shown: tuple = (None, None)   # (state, its mask): the last mask looked up
         self._s = _State()
         self._form = form
+        # The form as a plain tuple in the memo keys: hashed and compared in C (a
+        # frozen dataclass hashes in Python), and equal for equal forms of two calls.
+        self._form_key = None if form is None else (
+            form.changes, form.final_last, form.whole_parts, form.endings, form.tonic,
+            form.engrave)
 
     def _build_tables(self, vocab: Vocabulary, engrave: bool = False) -> None:
         """What the vocabulary alone determines: token classes, the filler and
@@ -415,6 +421,7 @@ class AbcConstraint:
         self._final_ids = np.array([i for i, b in self._bar_ids if b[0] == B_FINAL], dtype=np.int64)
         self._line_ending_first = {i: b[1] for i, b in self._bar_ids if b[0] == B_LINE_ENDING}
         self._tonic_memo: dict = {}       # (key, token id) -> _is_tonic
+        self._has_tonic_memo: dict = {}   # key -> tonic_of(key) is not None
         self._tonic_pitch_memo: dict = {}  # key -> tonic mask over the pitch ids
         # Memo tables, each keyed on what the part it keeps reads (see _mask).
         self._masks: dict = {}            # mask key -> allowed() (read-only)
@@ -566,8 +573,12 @@ class AbcConstraint:
         the copy: for the sampler, which only reads it."""
         if not closing:
             return self._mask(self._s)
-        self.closing_allowed()
-        return self._closing[self._key(self._s)]
+        s = self._s
+        c = self._closing.get(self._closing_key(s))
+        if c is None:
+            self.closing_allowed()
+            c = self._closing[self._closing_key(s)]
+        return c
 
     def permits(self, token_id: int) -> bool:
         """allowed()[token_id], without building the mask when it is not memoized
@@ -937,11 +948,27 @@ class AbcConstraint:
             key += (self._forced_key,)
         elif self._form is not None and key[0] != "done":
             # tonic_last is read only where </s> or |] may come next (and by the
-            # closing moves, after a note)
-            key += (self._form, s.final, s.tonic_last if s.last in ("nl", "sound", "dur") else None,
-                    s.key)
+            # closing moves, after a note); of the key, allowed() reads only whether
+            # it has a tonic (Form.tonic), and at a line start, where mask_key holds
+            # the key itself (the closing moves read the tonic: _closing_key)
+            key += (self._form_key, s.final,
+                    s.tonic_last if s.last in ("nl", "sound", "dur") else None,
+                    self._has_tonic(s.key))
         self._keyed = (s, key)
         return key
+
+    def _closing_key(self, s: _State):
+        """_key(s) plus what closing_allowed() reads beside allowed(): the key's tonic."""
+        key = self._key(s)
+        if self._form is not None and key[0] not in ("head", "done"):
+            key += (tonic_of(s.key),)
+        return key
+
+    def _has_tonic(self, key) -> bool:
+        hit = self._has_tonic_memo.get(key)
+        if hit is None:
+            hit = self._has_tonic_memo[key] = tonic_of(key) is not None
+        return hit
 
     def _mask(self, s: _State) -> np.ndarray:
         """allowed() for state s, memoized on its mask key (read-only: shared).
@@ -1265,7 +1292,7 @@ class AbcConstraint:
         the tune ends within a few bars.
         """
         s = self._s
-        key = self._key(s)
+        key = self._closing_key(s)
         c = self._closing.get(key)
         if c is None:
             c = self._build_closing(s)
