@@ -210,6 +210,20 @@ def _draw(p: np.ndarray, u: np.ndarray) -> np.ndarray:
     return (cum < u[:, None]).sum(axis=1)
 
 
+def _draw_plain(z: np.ndarray, temperature: float, u: np.ndarray) -> np.ndarray:
+    """``_draw(_filter_logits(z, temperature, 0, 1.0), u)`` with the same arithmetic, so
+    the same draws, in place on z (which it overwrites): a fraction of the calls, which
+    count at one tune a step.  Dividing by a temperature of 1 changes no number."""
+    if temperature != 1.0:
+        z /= max(temperature, 1e-6)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    np.cumsum(z, axis=1, out=z)
+    z[:, -1] = 1.0 + 1e-12
+    return (z < u[:, None]).sum(axis=1)
+
+
 # --------------------------------------------------------------------------
 # Header values in the spellings musicians use
 
@@ -655,20 +669,24 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     mask = masks(active, 0)
     mask = wants_end(active, logits, mask)
     steps = 0
+    plain = not opts.top_k and opts.top_p >= 1.0      # no top-k or top-p filter: _draw_plain
     try:
         while len(active):
             if deadline is not None and time.monotonic() > deadline:
                 raise SamplingTimeout(f"sampling stopped after {steps} steps: it ran past its time limit")
+            before = active.tolist()
             lg = logits.astype(np.float64)
             if mask is not None:
                 lg = np.where(mask, lg, -np.inf)
             elif steps >= budget:
                 lg = np.full_like(lg, -np.inf)
                 lg[:, eos] = 0.0
-            p = _filter_logits(lg, opts.temperature, opts.top_k, opts.top_p)
-            tok = _draw(p, np.array([rngs[i].random() for i in active]))
+            u = np.array([rngs[i].random() for i in before])
+            if plain:
+                tok = _draw_plain(lg, opts.temperature, u)
+            else:
+                tok = _draw(_filter_logits(lg, opts.temperature, opts.top_k, opts.top_p), u)
             toks = tok.tolist()
-            before = active.tolist()
             keep = []
             for j, i in enumerate(before):
                 t = toks[j]

@@ -417,6 +417,8 @@ class AbcConstraint:
         self._bar_plain = bar_kind == B_PLAIN
         self._bar_colon = np.isin(bar_kind, [B_END, B_ENDSTART, B_END_ENDING])
         self._bar_endstart = bar_kind == B_ENDSTART
+        self._bar_colon_ids = self._bar_idx[self._bar_colon]
+        self._bar_endstart_ids = self._bar_idx[self._bar_endstart]
         # Form tables
         self._final_ids = np.array([i for i, b in self._bar_ids if b[0] == B_FINAL], dtype=np.int64)
         self._line_ending_first = {i: b[1] for i, b in self._bar_ids if b[0] == B_LINE_ENDING}
@@ -425,6 +427,7 @@ class AbcConstraint:
         self._tonic_pitch_memo: dict = {}  # key -> tonic mask over the pitch ids
         # Memo tables, each keyed on what the part it keeps reads (see _mask).
         self._masks: dict = {}            # mask key -> allowed() (read-only)
+        self._cores: dict = {}            # core key -> (_build_core(), formed) (see _core_mask)
         self._closing: dict = {}          # mask key -> closing_allowed() (read-only)
         self._dur_memo: dict = {}         # _durations
         self._start_memo: dict = {}       # _sound_start_ok
@@ -650,8 +653,12 @@ class AbcConstraint:
     def _sound_start_ok(self, s: _State) -> bool:
         """Is there room for one more sound (any duration) in the piece?
         Memoized on what it reads: most masks ask it, from fewer places."""
+        return self._start_ok_at(s, s.pos)
+
+    def _start_ok_at(self, s: _State, pos: int) -> bool:
+        """_sound_start_ok(s) with the piece ``pos`` steps long."""
         targets = self._targets(s)
-        key = (s.pos, s.tup_left, s.tup_q, s.tup_p, targets)
+        key = (pos, s.tup_left, s.tup_q, s.tup_p, targets)
         hit = self._start_memo.get(key)
         if hit is None:
             if s.tup_left:
@@ -660,7 +667,7 @@ class AbcConstraint:
             else:
                 q, p, k = 1, 1, 0
                 steps = self._fill_steps
-            hit = self._filler.alive_any(s.pos + steps * q // p, k, q, p, targets)
+            hit = self._filler.alive_any(pos + steps * q // p, k, q, p, targets)
             _remember(self._start_memo, key, hit)
         return hit
 
@@ -991,25 +998,63 @@ class AbcConstraint:
         return m
 
     def _build_mask(self, s: _State) -> np.ndarray:
+        """allowed() for state s: the grammar's mask (_core_mask), less what the Form
+        rules out where they apply."""
+        m, formed = self._core_mask(s)
+        if formed and self._form is not None:
+            return self._form_filter(s, m)
+        return m
+
+    def _core_mask(self, s: _State):
+        """(_build_core(s), whether the Form applies to it), memoized apart from the
+        masks: the grammar alone reads neither the Form's parts of the key (the last
+        |], the tonic) nor, outside a line start, the two flags a one-letter sound
+        sets, which only take bars out (line_letter the ones with a colon,
+        bare_upper ``::``).  So a state that differs from a known one only there
+        costs the Form's filter, not a whole mask.  At a line start (the look-ahead
+        of _letter_ok reads the whole state) it is built afresh."""
+        if s.done or s.phase < 6 or s.last == "nl":
+            return self._build_core(s)
+        flags = s.line_letter or s.bare_upper
+        base = s.with_(line_letter=False, bare_upper=False) if flags else s
+        key = base.mask_key()
+        hit = self._cores.get(key)
+        if hit is None:
+            hit = self._build_core(base)
+            hit[0].flags.writeable = False
+            _remember(self._cores, key, hit)
+        m, formed = hit
+        if flags:
+            m = m.copy()
+            if s.line_letter:
+                m[self._bar_colon_ids] = False
+            if s.bare_upper:
+                m[self._bar_endstart_ids] = False
+            m.flags.writeable = False
+        return m, formed
+
+    def _build_core(self, s: _State):
+        """The grammar's mask for state s (a fresh array) and whether the Form
+        applies to it (not in the header, a chord or a duration that must come)."""
         m = np.zeros(self.size, dtype=bool)
         if s.done:
-            return m
+            return m, False
         if s.phase < 6:
             for i, info in self._field_ids:
                 m[i] = self._field_ok(s, info)
             if self._nl_id is not None:
                 m[self._nl_id] = self._nl_ok(s)
-            return m
+            return m, False
         pitch_ids = self._pitch_ids
         if s.chord is not None:
             m[pitch_ids] = self._pitch_mask(s)
             if self._close_id is not None:
                 m[self._close_id] = self._token_ok(s, self._close_id)
-            return m
+            return m, False
         if self._dur_open(s):
             m[self._dur_idx] = self._durations(s)
             if not self._default_ok(s):
-                return m
+                return m, False
         slot = self._sound_slot(s)
         start = slot and self._sound_start_ok(s)
         if start:
@@ -1040,9 +1085,7 @@ class AbcConstraint:
         # _space_ok: for a sound end, slot is _default_ok, start _sound_start_ok
         m[self._ids[K_SPACE]] = sound_end and not s.tup_left and slot and (start or tuplets)
         m[self._ids[K_NL]] = self._nl_ok(s)
-        if self._form is not None:
-            return self._form_filter(s, m)
-        return m
+        return m, True
 
     # ---------------------------------------------------------------- form
 
@@ -1366,17 +1409,29 @@ class AbcConstraint:
             out[ids] = m[ids]
             if s.last == "sound":
                 out[self._dur_idx] = m[self._dur_idx]
-                for i in self._dur_idx[out[self._dur_idx]]:
-                    if not (self._sound_start_ok(self._step(s, int(i)))):
+                for i, after, pos in self._after_durations(s, out):
+                    if not self._start_ok_at(after, pos):
                         out[i] = False
         other = ids[~tonic & out[ids]]
         if len(other) and not room(self._step(s, int(other[0]))):
             out[other] = False
         if s.last == "sound" and s.sound == "note" and not s.tonic_last:
-            for i in self._dur_idx[out[self._dur_idx]]:
-                if not room(self._step(s, int(i))):
+            for i, after, pos in self._after_durations(s, out):
+                if not (after.tup_left == 0 and self._alive(after, pos + unit, 0, 1, 1)):
                     out[i] = False
         return out if out.any() else c
+
+    def _after_durations(self, s: _State, allowed: np.ndarray) -> list:
+        """(id, state, pos) for each duration token that ``allowed`` allows after
+        the sound of s: the state after the first of them and the piece length
+        after each.  The states after the durations differ only in pos and
+        sound_len (see _step), so one stands for all where pos is passed apart."""
+        durs = self._dur_idx[allowed[self._dur_idx]].tolist()
+        if not durs:
+            return []
+        after = self._step(s, durs[0])
+        base, q, p = s.pos - s.sound_len, s.sound_q, s.sound_p
+        return [(i, after, base + self._grid_dur[self._info[i]] * q // p) for i in durs]
 
     def _closing_sounds(self, s: _State, m: np.ndarray, c: np.ndarray) -> None:
         ids = self._ids[K_PITCH]
