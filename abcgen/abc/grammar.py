@@ -117,6 +117,10 @@ _PER_CONSTRAINT = frozenset({"vocab", "_forced", "_forced_key", "_keyed", "_show
                              "_form_key"})
 
 
+_new_state = object.__new__
+_set_attr = object.__setattr__     # _State is frozen: its fields are set around its __setattr__
+
+
 class GrammarError(InputError, ValueError):
     """A token the grammar does not allow here (a bad prime, or a sampler bug)."""
 
@@ -384,6 +388,9 @@ class AbcConstraint:
                             for k, s in zip(self._kinds, syms)]
         self._bare_upper = [k == K_PITCH and len(s) == 1 and s.isupper()
                             for k, s in zip(self._kinds, syms)]
+        # per pitch token: the sound_pitches of a note of it (one shared frozenset each)
+        self._pitch_set = [frozenset({info}) if k == K_PITCH else None
+                           for k, info in zip(self._kinds, self._info)]
         self._lo_index = los
         self._pitch_ids = np.flatnonzero(kind == K_PITCH)
         self._p_lo = lo_codes[self._pitch_ids]
@@ -1000,8 +1007,17 @@ class AbcConstraint:
     def _build_mask(self, s: _State) -> np.ndarray:
         """allowed() for state s: the grammar's mask (_core_mask), less what the Form
         rules out where they apply."""
+        f = self._form
+        if f is not None and not f.changes and s.last == "nl" and s.phase == 6 and not s.done:
+            # The Form takes the field lines out (no changes), so the costly field
+            # part of the mask is needed only where the filter leaves nothing and
+            # falls back to the whole mask.
+            m, formed = self._build_core(s, fields=False)
+            out = self._form_filter(s, m) if formed else m
+            if out is not m:
+                return out
         m, formed = self._core_mask(s)
-        if formed and self._form is not None:
+        if formed and f is not None:
             return self._form_filter(s, m)
         return m
 
@@ -1033,9 +1049,10 @@ class AbcConstraint:
             m.flags.writeable = False
         return m, formed
 
-    def _build_core(self, s: _State):
+    def _build_core(self, s: _State, fields: bool = True):
         """The grammar's mask for state s (a fresh array) and whether the Form
-        applies to it (not in the header, a chord or a duration that must come)."""
+        applies to it (not in the header, a chord or a duration that must come);
+        without the field lines at a line start where not ``fields``."""
         m = np.zeros(self.size, dtype=bool)
         if s.done:
             return m, False
@@ -1079,7 +1096,8 @@ class AbcConstraint:
             for i, b in self._bar_ids:
                 m[i] = self._bar_ok(s, b)
         if s.last == "nl":
-            m[self._field_idx] = self._line_fields(s)
+            if fields:
+                m[self._field_idx] = self._line_fields(s)
         m[self._ids[K_EOS]] = self._end_ok(s)
         m[self._ids[K_TIE]] = self._tie_ok(s)
         # _space_ok: for a sound end, slot is _default_ok, start _sound_start_ok
@@ -1192,87 +1210,126 @@ class AbcConstraint:
     # ---------------------------------------------------------------- steps
 
     def _step(self, s: _State, i: int) -> _State:
+        """The state after token i (allowed in s).  One copy of the state's fields,
+        changed in place and made the new state's: a few of these run for every
+        sampled token (the sampler's advance and the masks' look-ahead)."""
         k = self._kinds[i]
         info = self._info[i]
-        pre = {}
-        if not s.fed:
-            pre["fed"] = True
-        if s.ending is not None and s.ending[0] == "after" and k != K_NL and not (
+        d = s.__dict__.copy()
+        d["fed"] = True
+        ending = s.ending
+        if ending is not None and ending[0] == "after" and k != K_NL and not (
                 k == K_BAR and info[0] == B_LINE_ENDING):
-            pre["ending"] = None     # the next ending was not taken up
-        letter = self._one_letter[i] and s.last == "nl"
-        upper = self._bare_upper[i]
-        if letter != s.line_letter or upper != s.bare_upper:
-            pre["line_letter"], pre["bare_upper"] = letter, upper
-        if pre:
-            s = s.with_(**pre)
+            ending = d["ending"] = None     # the next ending was not taken up
+        # a one-letter note or rest opening a line (no ':' may follow); a bare capital
+        d["line_letter"] = self._one_letter[i] and s.last == "nl"
+        d["bare_upper"] = self._bare_upper[i]
         if k == K_EOS:
-            return s.with_(done=True)
-        if s.phase < 6:
+            d["done"] = True
+        elif s.phase < 6:
             if k == K_NL:
-                return s.with_(phase=s.phase + 1, last="nl")
-            letter, value, text = info
-            if letter == "M":
-                return s.with_(phase=1, meter=value, last="field")
-            if letter == "L":
-                M = None if s.meter is None else self._filler.to_grid(s.meter / value)
-                return s.with_(phase=3, unit=value, rule=self._intern(_BarRule(M)), last="field")
-            return s.with_(phase=5, key=value, last="field")
-        if k == K_NL:
+                d["phase"] = s.phase + 1
+                d["last"] = "nl"
+            else:
+                letter, value, text = info
+                d["last"] = "field"
+                if letter == "M":
+                    d["phase"] = 1
+                    d["meter"] = value
+                elif letter == "L":
+                    M = None if s.meter is None else self._filler.to_grid(s.meter / value)
+                    d["phase"] = 3
+                    d["unit"] = value
+                    d["rule"] = self._intern(_BarRule(M))
+                else:
+                    d["phase"] = 5
+                    d["key"] = value
+        elif k == K_NL:
+            d["last"] = "nl"
             if s.last == "field":
-                return s.with_(last="nl", after_field=True)
-            return s.with_(last="nl", line_fields=frozenset(), after_field=False)
-        if k == K_FIELD:
+                d["after_field"] = True
+            else:
+                d["line_fields"] = frozenset()
+                d["after_field"] = False
+        elif k == K_FIELD:
             letter, value, text = info
-            fields = s.line_fields | {letter}
+            d["line_fields"] = s.line_fields | {letter}
+            d["last"] = "field"
             if letter == "M":
                 M = None if value is None else self._filler.to_grid(value / s.unit)
-                return s.with_(meter=value, rule=self._intern(s.rule.meter(M)), last="field",
-                               line_fields=fields)
-            return s.with_(key=value, last="field", line_fields=fields)
-        if k == K_SPACE:
-            return s.with_(last="space")
-        if k == K_TIE:
-            return s.with_(last="tie", tie_req=s.sound_pitches, tie_crossed=False)
-        if k == K_DUR:
+                d["meter"] = value
+                d["rule"] = self._intern(s.rule.meter(M))
+            else:
+                d["key"] = value
+        elif k == K_SPACE:
+            d["last"] = "space"
+        elif k == K_TIE:
+            d["last"] = "tie"
+            d["tie_req"] = s.sound_pitches
+            d["tie_crossed"] = False
+        elif k == K_DUR:
             length = self._grid_dur[info] * s.sound_q // s.sound_p
-            return s.with_(last="dur", pos=s.pos - s.sound_len + length, sound_len=length)
-        if k == K_TUPLET:
+            d["last"] = "dur"
+            d["pos"] = s.pos - s.sound_len + length
+            d["sound_len"] = length
+        elif k == K_TUPLET:
             p, q, r = info
-            return s.with_(last="tuplet", tup_left=r, tup_q=q, tup_p=p)
-        if s.chord is not None:
+            d["last"] = "tuplet"
+            d["tup_left"] = r
+            d["tup_q"] = q
+            d["tup_p"] = p
+        elif s.chord is not None:
             if k == K_PITCH:
-                return s.with_(chord=s.chord + (info[0],),
-                               sound_pitches=s.sound_pitches | {info})
-            # K_CLOSE
-            respelled = s.tie_req is not None and s.tie_req != s.sound_pitches
-            tonic = s.tonic_last
-            if self._form is not None and s.sound_pitches:
-                low = min(s.sound_pitches, key=lambda p: (p[0][1], "CDEFGAB".index(p[0][0])))
-                tonic = _is_tonic(s.key, low)
-            return s.with_(chord=None, last="sound", sound="chord", tie_req=None,
-                           respelled=respelled, tonic_last=tonic)
-        if k in (K_PITCH, K_REST, K_OPEN):
+                d["chord"] = s.chord + (info[0],)
+                d["sound_pitches"] = s.sound_pitches | {info}
+            else:   # K_CLOSE
+                tonic = s.tonic_last
+                if self._form is not None and s.sound_pitches:
+                    low = min(s.sound_pitches, key=lambda p: (p[0][1], "CDEFGAB".index(p[0][0])))
+                    tonic = _is_tonic(s.key, low)
+                d["chord"] = None
+                d["last"] = "sound"
+                d["sound"] = "chord"
+                d["tie_req"] = None
+                d["respelled"] = s.tie_req is not None and s.tie_req != s.sound_pitches
+                d["tonic_last"] = tonic
+        elif k == K_PITCH or k == K_REST or k == K_OPEN:
             if s.tup_left:
                 q, p, left = s.tup_q, s.tup_p, s.tup_left - 1
             else:
                 q, p, left = 1, 1, 0
             length = self._filler.grid * q // p
-            placed = dict(pos=s.pos + length, sound_len=length, sound_q=q, sound_p=p,
-                          tup_left=left, tup_q=q if left else 1, tup_p=p if left else 1)
+            d["pos"] = s.pos + length
+            d["sound_len"] = length
+            d["sound_q"] = q
+            d["sound_p"] = p
+            d["tup_left"] = left
+            d["tup_q"] = q if left else 1
+            d["tup_p"] = p if left else 1
             if k == K_PITCH:
-                respelled = s.tie_req is not None and info not in s.tie_req
-                tonic = self._form is not None and self._is_tonic_id(s.key, i)
-                return s.with_(**placed, last="sound", sound="note",
-                               sound_pitches=frozenset({info}), tie_req=None, has_note=True,
-                               respelled=respelled, tonic_last=tonic)
-            if k == K_REST:
-                return s.with_(**placed, last="sound", sound="rest", sound_pitches=frozenset())
-            return s.with_(**placed, last="chord", chord=(), sound_pitches=frozenset(),
-                           has_note=True)
-        if k == K_BAR:
-            return self._step_bar(s, info)
-        raise AssertionError(f"unhandled token kind {k}")
+                d["last"] = "sound"
+                d["sound"] = "note"
+                d["sound_pitches"] = self._pitch_set[i]
+                d["tie_req"] = None
+                d["has_note"] = True
+                d["respelled"] = s.tie_req is not None and info not in s.tie_req
+                d["tonic_last"] = self._form is not None and self._is_tonic_id(s.key, i)
+            elif k == K_REST:
+                d["last"] = "sound"
+                d["sound"] = "rest"
+                d["sound_pitches"] = frozenset()
+            else:
+                d["last"] = "chord"
+                d["chord"] = ()
+                d["sound_pitches"] = frozenset()
+                d["has_note"] = True
+        elif k == K_BAR:
+            self._step_bar(s, info, d, ending)
+        else:
+            raise AssertionError(f"unhandled token kind {k}")
+        new = _new_state(_State)
+        _set_attr(new, "__dict__", d)
+        return new
 
     def _intern(self, rule: _BarRule) -> _BarRule:
         """The one rule object of its value, so that memo keys of different tunes
@@ -1283,9 +1340,10 @@ class AbcConstraint:
             hit = rule
         return hit
 
-    def _step_bar(self, s: _State, info) -> _State:
+    def _step_bar(self, s: _State, info, d: dict, e) -> None:
+        """_step for a bar token: the changes into d (s's fields; e: its ending
+        after _step's own change)."""
         kind, first, last = info
-        e = s.ending
         rep = s.rep
         empty = s.last in ("nl", "bar")
         rule, pieces, bars, part_start = s.rule, s.pieces, s.bars, s.part_start
@@ -1314,11 +1372,10 @@ class AbcConstraint:
             if kind == B_END_ENDING:
                 rep = "closed"
             e = ("in", first, last)
-        return s.with_(last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0,
-                       rep=rep, ending=e, after_field=False, sound=None,
-                       tie_crossed=s.tie_req is not None, bars=bars,
-                       part_start=bars if kind in PART_START else part_start,
-                       final=s.final or kind == B_FINAL)
+        d.update(last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0, rep=rep, ending=e,
+                 after_field=False, sound=None, tie_crossed=s.tie_req is not None, bars=bars,
+                 part_start=bars if kind in PART_START else part_start,
+                 final=s.final or kind == B_FINAL)
 
     # ---------------------------------------------------------------- closing
 
