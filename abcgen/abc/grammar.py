@@ -964,18 +964,20 @@ class AbcConstraint:
             # tonic_last is read only where </s> or |] may come next (and by the
             # closing moves, after a note); of the key, allowed() reads only whether
             # it has a tonic (Form.tonic), and at a line start, where mask_key holds
-            # the key itself (the closing moves read the tonic: _closing_key)
-            key += (self._form_key, s.final,
-                    s.tonic_last if s.last in ("nl", "sound", "dur") else None,
-                    self._has_tonic(s.key))
+            # the key itself (the closing moves read the tonic: _closing_key).  The
+            # mask key nested, not copied: the grammar's table (_cores) holds the
+            # same tuple, and the tables hold tens of thousands of keys.
+            key = (key, self._form_key, s.final,
+                   s.tonic_last if s.last in ("nl", "sound", "dur") else None,
+                   self._has_tonic(s.key))
         self._keyed = (s, key)
         return key
 
     def _closing_key(self, s: _State):
         """_key(s) plus what closing_allowed() reads beside allowed(): the key's tonic."""
         key = self._key(s)
-        if self._form is not None and key[0] not in ("head", "done"):
-            key += (tonic_of(s.key),)
+        if self._form is not None and s.phase == 6 and not s.done:
+            key = (key, tonic_of(s.key))
         return key
 
     def _has_tonic(self, key) -> bool:
@@ -1018,7 +1020,9 @@ class AbcConstraint:
                 return out
         m, formed = self._core_mask(s)
         if formed and f is not None:
-            return self._form_filter(s, m)
+            out = self._form_filter(s, m)
+            # where the Form takes nothing out, the one array serves both tables
+            return m if out is not m and not (out ^ m).any() else out
         return m
 
     def _core_mask(self, s: _State):
@@ -1032,11 +1036,15 @@ class AbcConstraint:
         if s.done or s.phase < 6 or s.last == "nl":
             return self._build_core(s)
         flags = s.line_letter or s.bare_upper
-        base = s.with_(line_letter=False, bare_upper=False) if flags else s
-        key = base.mask_key()
+        if flags:
+            key = s.with_(line_letter=False, bare_upper=False).mask_key()
+        else:                         # the mask key within _key's (one tuple for both tables)
+            key = self._key(s)
+            if self._form is not None:
+                key = key[0]
         hit = self._cores.get(key)
         if hit is None:
-            hit = self._build_core(base)
+            hit = self._build_core(s.with_(line_letter=False, bare_upper=False) if flags else s)
             hit[0].flags.writeable = False
             _remember(self._cores, key, hit)
         m, formed = hit
