@@ -1474,29 +1474,38 @@ class AbcConstraint:
             out[ids] = m[ids]
             if s.last == "sound":
                 out[self._dur_idx] = m[self._dur_idx]
-                for i, after, pos in self._after_durations(s, out):
-                    if not self._start_ok_at(after, pos):
-                        out[i] = False
+                durs, after, pos = self._after_durations(s, out)
+                if len(durs):
+                    # _sound_start_ok after each (no tuplet open: off): all at once
+                    starts = (pos[:, None] + self._fill_steps[None, :]).ravel()
+                    ok = self._filler.alive_many(starts, 0, 1, 1, self._targets(after))
+                    out[durs[~ok.reshape(len(durs), -1).any(axis=1)]] = False
         other = ids[~tonic & out[ids]]
         if len(other) and not room(self._step(s, int(other[0]))):
             out[other] = False
         if s.last == "sound" and s.sound == "note" and not s.tonic_last:
-            for i, after, pos in self._after_durations(s, out):
-                if not (after.tup_left == 0 and self._alive(after, pos + unit, 0, 1, 1)):
-                    out[i] = False
+            durs, after, pos = self._after_durations(s, out)
+            if len(durs):               # room() after each, all at once
+                if after.tup_left:
+                    out[durs] = False
+                else:
+                    ok = self._filler.alive_many(pos + unit, 0, 1, 1, self._targets(after))
+                    out[durs[~ok]] = False
         return out if out.any() else c
 
-    def _after_durations(self, s: _State, allowed: np.ndarray) -> list:
-        """(id, state, pos) for each duration token that ``allowed`` allows after
-        the sound of s: the state after the first of them and the piece length
-        after each.  The states after the durations differ only in pos and
-        sound_len (see _step), so one stands for all where pos is passed apart."""
-        durs = self._dur_idx[allowed[self._dur_idx]].tolist()
-        if not durs:
-            return []
-        after = self._step(s, durs[0])
-        base, q, p = s.pos - s.sound_len, s.sound_q, s.sound_p
-        return [(i, after, base + self._grid_dur[self._info[i]] * q // p) for i in durs]
+    def _after_durations(self, s: _State, allowed: np.ndarray):
+        """(ids, state, positions) of the duration tokens that ``allowed`` allows
+        after the sound of s: the state after the first of them and the piece
+        length after each.  The states after the durations differ only in pos
+        and sound_len (see _step), so one stands for all where pos is passed
+        apart (the same integer arithmetic as _step's)."""
+        sel = allowed[self._dur_idx]
+        durs = self._dur_idx[sel]
+        if not len(durs):
+            return durs, None, None
+        after = self._step(s, int(durs[0]))
+        pos = s.pos - s.sound_len + self._dur_steps[sel] * s.sound_q // s.sound_p
+        return durs, after, pos
 
     def _closing_sounds(self, s: _State, m: np.ndarray, c: np.ndarray) -> None:
         ids = self._ids[K_PITCH]
