@@ -583,12 +583,7 @@ class AbcConstraint:
         the copy: for the sampler, which only reads it."""
         if not closing:
             return self._mask(self._s)
-        s = self._s
-        c = self._closing.get(self._closing_key(s))
-        if c is None:
-            self.closing_allowed()
-            c = self._closing[self._closing_key(s)]
-        return c
+        return self._closing_mask(self._s)
 
     def permits(self, token_id: int) -> bool:
         """allowed()[token_id], without building the mask when it is not memoized
@@ -1399,14 +1394,17 @@ class AbcConstraint:
         can fill).  Every step adds length to a bar or closes something, so
         the tune ends within a few bars.
         """
-        s = self._s
+        return self._closing_mask(self._s).copy()
+
+    def _closing_mask(self, s: _State) -> np.ndarray:
+        """closing_allowed() for state s, memoized (read-only: shared)."""
         key = self._closing_key(s)
         c = self._closing.get(key)
         if c is None:
             c = self._build_closing(s)
             c.flags.writeable = False
             _remember(self._closing, key, c)
-        return c.copy()
+        return c
 
     def _build_closing(self, s: _State) -> np.ndarray:
         m = self._mask(s)
