@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Sequence
 
@@ -68,18 +68,31 @@ class _BarRule:
         v = self.verdict(length, kind, fillable)
         if v == "free":
             return v, self
-        base = replace(self, first=False, need=None, strict=False, part=kind in PART_START,
-                       opening=False)
+        part = kind in PART_START
         if v == "pickup":
-            return v, replace(base, a=length, a0=length if self.opening else self.a0)
+            return v, self._replace(first=False, need=None, strict=False, part=part,
+                                    opening=False, a=length,
+                                    a0=length if self.opening else self.a0)
         if v in ("split", "split-strict"):
-            return v, replace(base, need=self.M - length, strict=v == "split-strict")
-        nxt = base
+            return v, self._replace(first=False, part=part, opening=False, need=self.M - length,
+                                    strict=v == "split-strict")
+        nxt = self._replace(first=v != "wrong" and part,   # the next part may open with a pickup
+                            need=None, strict=False, part=part, opening=False)
         if v == "half" and self.part:
-            nxt = replace(nxt, a=length)     # this part's pickup: its end may pair with it
-        if v != "wrong" and kind in PART_START:
-            nxt = replace(nxt, first=True)   # the next part may open with a pickup
+            nxt = nxt._replace(a=length)     # this part's pickup: its end may pair with it
         return v, nxt
+
+    def _replace(self, **changes) -> "_BarRule":
+        """``dataclasses.replace`` at a fraction of its cost (a bar rule is judged at
+        every bar line the sampler writes): the field values copied and changed, the
+        caches (not fields that compare) left empty."""
+        new = object.__new__(_BarRule)
+        d = self.__dict__.copy()
+        d.update(changes)
+        d["_targets_cache"] = None
+        d["_hash"] = None
+        object.__setattr__(new, "__dict__", d)
+        return new
 
     def anacruses(self) -> set:
         """Pickups a short bar before a section mark may pair with: the tune's
@@ -88,7 +101,7 @@ class _BarRule:
 
     def opener(self) -> "_BarRule":
         """After an ending mark the music goes on mid-part: no pickup there."""
-        return replace(self, first=False, part=False)
+        return self._replace(first=False, part=False)
 
     def meter(self, M: Fraction | None) -> "_BarRule":
         """A meter change: a pickup may follow; the anacrusis is kept for the
