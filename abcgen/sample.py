@@ -216,12 +216,14 @@ def _draw_plain(z: np.ndarray, temperature: float, u: np.ndarray) -> np.ndarray:
     count at one tune a step.  Dividing by a temperature of 1 changes no number."""
     if temperature != 1.0:
         z /= max(temperature, 1e-6)
-    z -= z.max(axis=1, keepdims=True)
+    # the ufuncs' own reduce and accumulate: what max, sum and cumsum call, without
+    # their Python wrappers
+    z -= np.maximum.reduce(z, axis=1, keepdims=True)
     np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    np.cumsum(z, axis=1, out=z)
+    z /= np.add.reduce(z, axis=1, keepdims=True)
+    np.add.accumulate(z, axis=1, out=z)
     z[:, -1] = 1.0 + 1e-12
-    return (z < u[:, None]).sum(axis=1)
+    return np.add.reduce(z < u[:, None], axis=1)
 
 
 # --------------------------------------------------------------------------
