@@ -555,8 +555,8 @@ class AbcConstraint:
         does not (it is off the tonic, after a bar that is no final one, or a
         second ending is due): the model wants to stop, so the sampler closes."""
         s = self._s
-        return (self._form is not None and s.phase == 6 and not s.done and self._end_ok(s)
-                and not self._form_end_ok(s))
+        return (s.last == "nl" and self._form is not None and s.phase == 6 and not s.done
+                and self._end_ok(s) and not self._form_end_ok(s))
 
     @property
     def part_bars(self) -> int:
@@ -962,9 +962,11 @@ class AbcConstraint:
             # the key itself (the closing moves read the tonic: _closing_key).  The
             # mask key nested, not copied: the grammar's table (_cores) holds the
             # same tuple, and the tables hold tens of thousands of keys.
+            tonic = self._has_tonic_memo.get(s.key)
+            if tonic is None:
+                tonic = self._has_tonic(s.key)
             key = (key, self._form_key, s.final,
-                   s.tonic_last if s.last in ("nl", "sound", "dur") else None,
-                   self._has_tonic(s.key))
+                   s.tonic_last if s.last in ("nl", "sound", "dur") else None, tonic)
         self._keyed = (s, key)
         return key
 
