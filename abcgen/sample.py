@@ -35,6 +35,8 @@ import numpy as np
 from .errors import AbcgenError, InputError
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
+# Steps past --max-tokens the closing moves get before the sampler ends a tune itself.
+CLOSING_STEPS = 1500
 # Above this the distribution is all but uniform: noise, not tunes (and the studio's bound too).
 MAX_TEMPERATURE = 5.0
 # -n above this is sampled in batches of this many tunes, one after the other (memory flat in -n);
@@ -208,6 +210,22 @@ def _draw(p: np.ndarray, u: np.ndarray) -> np.ndarray:
     cum = np.cumsum(p, axis=1)
     cum[:, -1] = 1.0 + 1e-12
     return (cum < u[:, None]).sum(axis=1)
+
+
+def _draw_plain(z: np.ndarray, temperature: float, u: np.ndarray) -> np.ndarray:
+    """``_draw(_filter_logits(z, temperature, 0, 1.0), u)`` with the same arithmetic, so
+    the same draws, in place on z (which it overwrites): a fraction of the calls, which
+    count at one tune a step.  Dividing by a temperature of 1 changes no number."""
+    if temperature != 1.0:
+        z /= max(temperature, 1e-6)
+    # the ufuncs' own reduce and accumulate: what max, sum and cumsum call, without
+    # their Python wrappers
+    z -= np.maximum.reduce(z, axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= np.add.reduce(z, axis=1, keepdims=True)
+    np.add.accumulate(z, axis=1, out=z)
+    z[:, -1] = 1.0 + 1e-12
+    return np.add.reduce(z < u[:, None], axis=1)
 
 
 # --------------------------------------------------------------------------
@@ -526,13 +544,12 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     out = [list(head_ids) for _ in range(n)]
     active = np.arange(n)
     budget = max(opts.max_tokens - len(head_ids), 1)
-    closing = np.zeros(n, dtype=bool)
+    closing = [False] * n
     final_ids = np.asarray([i for i, x in enumerate(vocab.symbols) if x == "|]"], dtype=np.int64)
     # Bar lines written so far, counted as tunestats.bar_lines counts them (the
     # unit of the corpus's lengths): every bar token but a line-start ending '[2'.
-    is_bar_line = np.zeros(len(vocab.symbols), dtype=bool)
-    for i, x in enumerate(vocab.symbols):
-        is_bar_line[i] = "|" in x or x == "::"
+    is_bar_line = ["|" in x or x == "::" for x in vocab.symbols]
+    part_closers = {i for i, x in enumerate(vocab.symbols) if x in (":|", "||", "|]")}
     lines = [sum(bool(is_bar_line[t]) for t in head_ids)] * n
 
     def written(i):
@@ -577,18 +594,30 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
         new[eos] = False
         return new if new.any() else original
 
+    # Whether a (shared, read-only) mask row allows </s> or |], by the row's identity: the
+    # too-short rule below looks at most rows, and a row is met again and again.
+    ends_of: dict = {}
+
+    def has_end(row) -> bool:
+        hit = ends_of.get(id(row))
+        if hit is None or hit[0] is not row:
+            hit = ends_of[id(row)] = (row, bool(row[eos]) or bool(row[final_ids].any()))
+        return hit[1]
+
     def masks(active, steps):
+        """The mask rows of the active tunes, stacked (a fresh array: wants_end writes to it)."""
         if cons is None:
             return None
         rows = []
-        for i in active:
+        short = []        # tunes too short yet to end whose row allows </s> or |]
+        for j, i in enumerate(active.tolist()):
             c = cons[i]
             if parts is not None:
                 p = part_idx[i]
                 if not closing[i] and (steps >= budget or p >= len(parts) or (
                         p == len(parts) - 1 and c.at_bar and c.part_bars + 1 >= opts.part_bars)):
                     closing[i] = True
-                rows.append(form_row(i, c.mask_view(bool(closing[i]))))
+                rows.append(form_row(i, c.mask_view(closing[i])))
                 continue
             if not closing[i]:
                 if steps >= budget:
@@ -598,26 +627,30 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
                         targets[i] = target_bars(_meter_of(vocab, out[i]), target_rngs[i])
                     if targets[i] is not None and written(i) >= targets[i] - 1:
                         closing[i] = True
-            row = c.mask_view(bool(closing[i]))
-            if not closing[i] and targets[i] is not None and written(i) < targets[i] - 1 \
-                    and (row[eos] or row[final_ids].any()):
-                short = row.copy()            # too short yet: no end, no |]
-                short[eos] = False
-                short[final_ids] = False
-                row = short if short.any() else row
+            row = c.mask_view(closing[i])
             rows.append(row)
-        return np.stack(rows)
+            if not closing[i] and targets[i] is not None and written(i) < targets[i] - 1 \
+                    and has_end(row):
+                short.append(j)
+        mask = np.array(rows)             # a fresh array (np.stack's result, at a third of its cost)
+        for j in short:                   # no end, no |], unless that leaves nothing
+            row = mask[j].copy()
+            row[eos] = False
+            row[final_ids] = False
+            if row.any():
+                mask[j] = row
+        return mask
 
     def wants_end(active, logits, mask):
         """A tune at a line start where the model would rather stop (</s> over
         half its probability) but the Form refuses the end (off the tonic, say)
         goes over to the closing moves, which end it on the tonic within a bar,
         instead of making the model go on against its will."""
-        if cons is None:
+        if cons is None or parts is not None:
             return mask
-        for j, i in enumerate(active):
+        for j, i in enumerate(active.tolist()):
             c = cons[i]
-            if closing[i] or parts is not None or not c.end_refused or c.bars < 2 or (
+            if closing[i] or not c.end_refused or c.bars < 2 or (
                     targets[i] is not None and written(i) < targets[i] - 1):
                 continue
             z = logits[j].astype(np.float64) / max(opts.temperature, 1e-6)
@@ -640,21 +673,36 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     mask = masks(active, 0)
     mask = wants_end(active, logits, mask)
     steps = 0
+    plain = not opts.top_k and opts.top_p >= 1.0      # no top-k or top-p filter: _draw_plain
     try:
         while len(active):
             if deadline is not None and time.monotonic() > deadline:
                 raise SamplingTimeout(f"sampling stopped after {steps} steps: it ran past its time limit")
+            if cons is not None and steps >= budget + CLOSING_STEPS:
+                # the closing moves have not ended these tunes (a rare state the model keeps
+                # steering around): end each the one deterministic way, or as it stands
+                for i in active.tolist():
+                    try:
+                        out[i].extend(t for t in cons[i].force_end_tokens() if t != eos)
+                    except RuntimeError:
+                        pass
+                break
+            before = active.tolist()
             lg = logits.astype(np.float64)
             if mask is not None:
                 lg = np.where(mask, lg, -np.inf)
             elif steps >= budget:
                 lg = np.full_like(lg, -np.inf)
                 lg[:, eos] = 0.0
-            p = _filter_logits(lg, opts.temperature, opts.top_k, opts.top_p)
-            tok = _draw(p, np.array([rngs[i].random() for i in active]))
+            u = np.array([rngs[i].random() for i in before])
+            if plain:
+                tok = _draw_plain(lg, opts.temperature, u)
+            else:
+                tok = _draw(_filter_logits(lg, opts.temperature, opts.top_k, opts.top_p), u)
+            toks = tok.tolist()
             keep = []
-            for j, i in enumerate(active):
-                t = int(tok[j])
+            for j, i in enumerate(before):
+                t = toks[j]
                 if t == eos:
                     continue
                 out[i].append(t)
@@ -662,17 +710,22 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
             steps += 1
             if not keep:
                 break
-            keep = np.asarray(keep)
-            before, active = active, active[keep]
-            state = [(h[keep], c[keep]) for h, c in state]
-            nxt = tok[keep]
+            if len(keep) < len(before):       # some tunes ended: drop their rows
+                sel = np.asarray(keep)
+                active = active[sel]
+                state = [(h[sel], c[sel]) for h, c in state]
+                nxt = tok[sel]
+            else:
+                nxt = tok
             fut = pool.submit(model.net.step, nxt, state) if pool is not None else None
             if cons is not None:
                 for j in keep:
-                    cons[before[j]].advance(int(tok[j]))
-                    lines[before[j]] += bool(is_bar_line[tok[j]])
-                    if parts is not None and vocab.symbols[tok[j]] in (":|", "||", "|]"):
-                        part_idx[before[j]] += 1
+                    i, t = before[j], toks[j]
+                    cons[i].advance(t)
+                    if is_bar_line[t]:
+                        lines[i] += 1
+                    if parts is not None and t in part_closers:
+                        part_idx[i] += 1
                 mask = masks(active, steps)
             logits, state = fut.result() if fut is not None else model.net.step(nxt, state)
             mask = wants_end(active, logits, mask)

@@ -413,7 +413,7 @@ def test_memoized_masks_match_fresh_ones(vocab):
         rng = np.random.default_rng(500 + seed)
         c.reset()
         n = 0
-        while not c.done:
+        while not c.done and n < 600:   # (a walk the closing moves are slow to end stops here)
             s = c._s
             allowed, closing = c.allowed(), c.closing_allowed()
             assert (allowed == c._build_mask(s)).all()
@@ -641,3 +641,74 @@ def test_samples_have_no_bar_abc2midi_calls_wrong():
     tunes = [t for t in book.split("\n\n") if t.strip()]
     assert len(tunes) == 40
     assert [abc2midi_bar_warnings(t + "\n") for t in tunes] == [0] * 40
+
+
+# --------------------------------------------------------------------------
+# The memo tables against masks built cold, under the Form the sampler uses
+
+_MEMOS = ("_masks", "_cores", "_closing", "_dur_memo", "_start_memo", "_tup_masks",
+          "_bar_kind_masks", "_field_masks", "_fits", "_section_cache", "_tonic_memo",
+          "_has_tonic_memo", "_tonic_pitch_memo")
+
+
+def _cold(c: AbcConstraint, s) -> AbcConstraint:
+    """A constraint in state s with every memo table of its own, empty: what it builds
+    reads the state itself, never an entry that another state's key shared."""
+    r = c.copy()
+    r.__dict__.update({name: {} for name in _MEMOS})
+    r._keyed, r._shown, r._s = (None, None), (None, None), s
+    return r
+
+
+@pytest.mark.parametrize("form", [Form(), None, Form(changes=True), Form(tonic=False)],
+                         ids=["form", "grammar", "changes", "no-tonic"])
+def test_memo_tables_give_the_masks_built_cold(shipped_vocab, form):
+    """The sampler reads allowed() and closing_allowed() from tables keyed on part
+    of the state (memo keys that leave out what a mask does not read, a grammar
+    mask shared by states that differ only in the Form's parts or in the flags of
+    a one-letter sound); along random walks with warm tables (several tunes, all
+    sharing them), each must equal the mask built for that very state on empty
+    tables, grammar and Form applied apart (_build_core, then _form_filter)."""
+    v = shipped_vocab
+    c = AbcConstraint(v, form)
+    seen = 0
+    # unforced walks, then walks that differ in the key alone (the same steps until
+    # the tonic makes a difference: a table that kept the key out of a key where it
+    # is read would hand one key's mask to the other)
+    walks = [(seed, {}) for seed in range(8)] + [
+        (seed, dict(meter="6/8", unit="1/8", key=key)) for seed in (20, 21, 22)
+        for key in ("Dmaj", "Gmaj", "Emin")]
+    for seed, header in walks:
+        rng = np.random.default_rng(900 + seed)
+        c.reset(**header)
+        n = 0
+        while not c.done and n < 600:   # (a walk the closing moves are slow to end stops here)
+            s = c._s
+            allowed, closing = c.allowed(), c.closing_allowed()
+            r = _cold(c, s)
+            core, formed = r._build_core(s)
+            want = r._form_filter(s, core) if formed and form is not None else core
+            assert allowed.tolist() == want.tolist(), (seed, n, r._where(s))
+            assert closing.tolist() == _cold(c, s).closing_allowed().tolist(), (seed, n)
+            if s.line_letter or s.bare_upper:
+                seen += 1
+            c.advance(int(rng.choice(np.flatnonzero(closing if n >= 30 + 3 * (seed % 10) else allowed))))
+            n += 1
+    assert seen, "the walks met no one-letter flags: the derived grammar masks went untested"
+
+
+def test_a_key_without_a_tonic_gets_masks_of_its_own():
+    """Under the Form, |] after a note off the tonic depends on whether the key has a
+    tonic at all (K:none has none: any last note will do).  The memo keys keep that
+    apart although they leave the key itself out: the same steps under K:Dmaj first
+    (tables shared) must not hand K:none their mask."""
+    texts = [f"M:2/4\nL:1/8\nK:{k}\nAB ce|AB cd|]\n" for k in ("Dmaj", "none")]
+    v = Vocabulary.build(texts, "token")
+    seen = {}
+    for key in ("Dmaj", "none", "Dmaj"):
+        c = AbcConstraint(v, Form())
+        c.reset(key=key)
+        for t in split_tokens("M:2/4\nL:1/8\nK:" + key + "\nAB ce", "token"):
+            c.advance(v.id_of(t))
+        seen.setdefault(key, []).append("|]" in {v.symbols[i] for i in np.flatnonzero(c.allowed())})
+    assert seen == {"Dmaj": [False, False], "none": [True]}

@@ -103,6 +103,27 @@ def test_filtering():
     assert S._draw(np.array([[0.2, 0.3, 0.5]] * 3), np.array([0.1, 0.4, 0.99])).tolist() == [0, 1, 2]
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 1.3, 5.0])
+@pytest.mark.parametrize("rows", [1, 5, 64])
+def test_fused_draw_draws_what_filter_and_draw_draw(temperature, rows):
+    """The sampler's in-place draw without top-k/top-p (_draw_plain) gives the very
+    indices of _filter_logits + _draw on the same masked logits and uniforms, also
+    where a uniform lands within rounding of a cumulative probability."""
+    rng = np.random.default_rng(rows * 10 + int(temperature * 10))
+    for _ in range(40):
+        logits = (rng.standard_normal((rows, 157)) * 4).astype(np.float32).astype(np.float64)
+        mask = rng.random((rows, 157)) < rng.uniform(0.01, 0.6)
+        mask[np.arange(rows), rng.integers(0, 157, rows)] = True      # never an empty row
+        lg = np.where(mask, logits, -np.inf)
+        want_p = S._filter_logits(lg, temperature, 0, 1.0)
+        cum = np.cumsum(want_p, axis=1)
+        u = rng.random(rows)
+        u[::2] = cum[::2, rng.integers(0, 156)]                        # on a boundary
+        want = S._draw(want_p, u)
+        got = S._draw_plain(lg.copy(), temperature, u)
+        assert got.tolist() == want.tolist()
+
+
 def test_cli_without_model_explains_and_imports_no_tensorflow(random_model):
     probe = ("import sys, runpy\n"
              "sys.argv = ['abcgen'] + sys.argv[1:]\n"

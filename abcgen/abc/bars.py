@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from math import gcd
@@ -99,22 +99,35 @@ class _BarRule:
         rep = 0 if target or kind in _REPEAT_CLOSE else self.rep
         if self.fresh and v in ("pickup", "half") and not target:
             rep = length                         # a pickup inside the repeated part
-        base = replace(self, first=False, need=None, strict=False, part=kind in PART_START,
-                       opening=False, fresh=target, rep=rep, open_end=False)
+        part = kind in PART_START
+        base = self._replace(first=False, need=None, strict=False, part=part, opening=False,
+                             fresh=target, rep=rep, open_end=False)
         if v == "pickup":
-            return v, replace(base, a=length, a0=length if self.opening else self.a0)
+            return v, base._replace(a=length, a0=length if self.opening else self.a0)
         if v in ("split", "split-strict"):
             # after :| the music goes on from the pickup the repeat came round to: the next
             # piece must be it, though the tune may also end there
             after_repeat = v == "split" and kind == B_END
-            return v, replace(base, need=self.M - length, strict=v == "split-strict" or after_repeat,
-                              open_end=after_repeat)
+            return v, base._replace(need=self.M - length, strict=v == "split-strict" or after_repeat,
+                                    open_end=after_repeat)
         nxt = base
         if v == "half" and self.part:
-            nxt = replace(nxt, a=length)     # this part's pickup: its end may pair with it
+            nxt = nxt._replace(a=length)     # this part's pickup: its end may pair with it
         if v != "wrong" and kind == B_END:
-            nxt = replace(nxt, first=True)   # the next part may open with a pickup
+            nxt = nxt._replace(first=True)   # the next part may open with a pickup
         return v, nxt
+
+    def _replace(self, **changes) -> "_BarRule":
+        """``dataclasses.replace`` at a fraction of its cost (a bar rule is judged at
+        every bar line the sampler writes): the field values copied and changed, the
+        caches (not fields that compare) left empty."""
+        new = object.__new__(_BarRule)
+        d = self.__dict__.copy()
+        d.update(changes)
+        d["_targets_cache"] = None
+        d["_hash"] = None
+        object.__setattr__(new, "__dict__", d)
+        return new
 
     def may_end(self) -> bool:
         """The tune may end here: no half bar waits for its other half (a short bar
@@ -137,15 +150,15 @@ class _BarRule:
         if self.M is None:
             return self
         if self.opening:
-            return replace(self, fresh=True, rep=0)
-        return replace(self, first=False, part=True, strict=self.need is not None, fresh=True, rep=0,
-                       open_end=False)
+            return self._replace(fresh=True, rep=0)
+        return self._replace(first=False, part=True, strict=self.need is not None, fresh=True, rep=0,
+                             open_end=False)
 
     def opener(self) -> "_BarRule":
         """After an ending mark the music goes on mid-part: no pickup there."""
         if self.open_end:   # `:|` then `[2`: the second ending follows the bar before the first
-            return replace(self, first=False, part=False, need=None, strict=False, open_end=False)
-        return replace(self, first=False, part=False)
+            return self._replace(first=False, part=False, need=None, strict=False, open_end=False)
+        return self._replace(first=False, part=False)
 
     def meter(self, M: Fraction | None) -> "_BarRule":
         """A meter change: a pickup may follow; the anacrusis is kept for the

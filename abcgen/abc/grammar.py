@@ -124,7 +124,12 @@ def _remember(memo: dict, key, value, limit: int = _MEMO_LIMIT) -> None:
 # the same symbols; only the attributes below are its own.
 _FAMILIES: dict = {}
 _FAMILY_LIMIT = 2
-_PER_CONSTRAINT = frozenset({"vocab", "_forced", "_forced_key", "_keyed", "_shown", "_s", "_form"})
+_PER_CONSTRAINT = frozenset({"vocab", "_forced", "_forced_key", "_keyed", "_shown", "_s", "_form",
+                             "_form_key"})
+
+
+_new_state = object.__new__
+_set_attr = object.__setattr__     # _State is frozen: its fields are set around its __setattr__
 
 
 class GrammarError(InputError, ValueError):
@@ -353,6 +358,11 @@ class AbcConstraint:
         self._shown: tuple = (None, None)   # (state, its mask): the last mask looked up
         self._s = _State()
         self._form = form
+        # The form as a plain tuple in the memo keys: hashed and compared in C (a
+        # frozen dataclass hashes in Python), and equal for equal forms of two calls.
+        self._form_key = None if form is None else (
+            form.changes, form.final_last, form.whole_parts, form.endings, form.tonic,
+            form.engrave)
 
     def _build_tables(self, vocab: Vocabulary, engrave: bool = False) -> None:
         """What the vocabulary alone determines: token classes, the filler and
@@ -389,6 +399,9 @@ class AbcConstraint:
                             for k, s in zip(self._kinds, syms)]
         self._bare_upper = [k == K_PITCH and len(s) == 1 and s.isupper()
                             for k, s in zip(self._kinds, syms)]
+        # per pitch token: the sound_pitches of a note of it (one shared frozenset each)
+        self._pitch_set = [frozenset({info}) if k == K_PITCH else None
+                           for k, info in zip(self._kinds, self._info)]
         self._lo_index = los
         self._pitch_ids = np.flatnonzero(kind == K_PITCH)
         self._p_lo = lo_codes[self._pitch_ids]
@@ -424,13 +437,17 @@ class AbcConstraint:
         self._bar_kinds_used = sorted(set(bar_kind.tolist()))
         self._bar_colon = np.isin(bar_kind, [B_END, B_ENDSTART, B_END_ENDING])
         self._bar_endstart = bar_kind == B_ENDSTART
+        self._bar_colon_ids = self._bar_idx[self._bar_colon]
+        self._bar_endstart_ids = self._bar_idx[self._bar_endstart]
         # Form tables
         self._final_ids = np.array([i for i, b in self._bar_ids if b[0] == B_FINAL], dtype=np.int64)
         self._line_ending_first = {i: b[1] for i, b in self._bar_ids if b[0] == B_LINE_ENDING}
         self._tonic_memo: dict = {}       # (key, token id) -> _is_tonic
+        self._has_tonic_memo: dict = {}   # key -> tonic_of(key) is not None
         self._tonic_pitch_memo: dict = {}  # key -> tonic mask over the pitch ids
         # Memo tables, each keyed on what the part it keeps reads (see _mask).
         self._masks: dict = {}            # mask key -> allowed() (read-only)
+        self._cores: dict = {}            # core key -> (_build_core(), formed) (see _core_mask)
         self._closing: dict = {}          # mask key -> closing_allowed() (read-only)
         self._dur_memo: dict = {}         # _durations
         self._start_memo: dict = {}       # _sound_start_ok
@@ -551,8 +568,8 @@ class AbcConstraint:
         does not (it is off the tonic, after a bar that is no final one, or a
         second ending is due): the model wants to stop, so the sampler closes."""
         s = self._s
-        return (self._form is not None and s.phase == 6 and not s.done and self._end_ok(s)
-                and not self._form_end_ok(s))
+        return (s.last == "nl" and self._form is not None and s.phase == 6 and not s.done
+                and self._end_ok(s) and not self._form_end_ok(s))
 
     @property
     def part_bars(self) -> int:
@@ -579,8 +596,7 @@ class AbcConstraint:
         the copy: for the sampler, which only reads it."""
         if not closing:
             return self._mask(self._s)
-        self.closing_allowed()
-        return self._closing[self._key(self._s)]
+        return self._closing_mask(self._s)
 
     def permits(self, token_id: int) -> bool:
         """allowed()[token_id], without building the mask when it is not memoized
@@ -652,8 +668,12 @@ class AbcConstraint:
     def _sound_start_ok(self, s: _State) -> bool:
         """Is there room for one more sound (any duration) in the piece?
         Memoized on what it reads: most masks ask it, from fewer places."""
+        return self._start_ok_at(s, s.pos)
+
+    def _start_ok_at(self, s: _State, pos: int) -> bool:
+        """_sound_start_ok(s) with the piece ``pos`` steps long."""
         targets = self._targets(s)
-        key = (s.pos, s.tup_left, s.tup_q, s.tup_p, targets)
+        key = (pos, s.tup_left, s.tup_q, s.tup_p, targets)
         hit = self._start_memo.get(key)
         if hit is None:
             if s.tup_left:
@@ -662,7 +682,7 @@ class AbcConstraint:
             else:
                 q, p, k = 1, 1, 0
                 steps = self._fill_steps
-            hit = self._filler.alive_any(s.pos + steps * q // p, k, q, p, targets)
+            hit = self._filler.alive_any(pos + steps * q // p, k, q, p, targets)
             _remember(self._start_memo, key, hit)
         return hit
 
@@ -950,11 +970,31 @@ class AbcConstraint:
             key += (self._forced_key,)
         elif self._form is not None and key[0] != "done":
             # tonic_last is read only where </s> or |] may come next (and by the
-            # closing moves, after a note)
-            key += (self._form, s.final, s.tonic_last if s.last in ("nl", "sound", "dur") else None,
-                    s.key)
+            # closing moves, after a note); of the key, allowed() reads only whether
+            # it has a tonic (Form.tonic), and at a line start, where mask_key holds
+            # the key itself (the closing moves read the tonic: _closing_key).  The
+            # mask key nested, not copied: the grammar's table (_cores) holds the
+            # same tuple, and the tables hold tens of thousands of keys.
+            tonic = self._has_tonic_memo.get(s.key)
+            if tonic is None:
+                tonic = self._has_tonic(s.key)
+            key = (key, self._form_key, s.final,
+                   s.tonic_last if s.last in ("nl", "sound", "dur") else None, tonic)
         self._keyed = (s, key)
         return key
+
+    def _closing_key(self, s: _State):
+        """_key(s) plus what closing_allowed() reads beside allowed(): the key's tonic."""
+        key = self._key(s)
+        if self._form is not None and s.phase == 6 and not s.done:
+            key = (key, tonic_of(s.key))
+        return key
+
+    def _has_tonic(self, key) -> bool:
+        hit = self._has_tonic_memo.get(key)
+        if hit is None:
+            hit = self._has_tonic_memo[key] = tonic_of(key) is not None
+        return hit
 
     def _mask(self, s: _State) -> np.ndarray:
         """allowed() for state s, memoized on its mask key (read-only: shared).
@@ -977,25 +1017,79 @@ class AbcConstraint:
         return m
 
     def _build_mask(self, s: _State) -> np.ndarray:
+        """allowed() for state s: the grammar's mask (_core_mask), less what the Form
+        rules out where they apply."""
+        f = self._form
+        if f is not None and not f.changes and s.last == "nl" and s.phase == 6 and not s.done:
+            # The Form takes the field lines out (no changes), so the costly field
+            # part of the mask is needed only where the filter leaves nothing and
+            # falls back to the whole mask.
+            m, formed = self._build_core(s, fields=False)
+            out = self._form_filter(s, m) if formed else m
+            if out is not m:
+                return out
+        m, formed = self._core_mask(s)
+        if formed and f is not None:
+            out = self._form_filter(s, m)
+            # where the Form takes nothing out, the one array serves both tables
+            return m if out is not m and not (out ^ m).any() else out
+        return m
+
+    def _core_mask(self, s: _State):
+        """(_build_core(s), whether the Form applies to it), memoized apart from the
+        masks: the grammar alone reads neither the Form's parts of the key (the last
+        |], the tonic) nor, outside a line start, the two flags a one-letter sound
+        sets, which only take bars out (line_letter the ones with a colon,
+        bare_upper ``::``).  So a state that differs from a known one only there
+        costs the Form's filter, not a whole mask.  At a line start (the look-ahead
+        of _letter_ok reads the whole state) it is built afresh."""
+        if s.done or s.phase < 6 or s.last == "nl":
+            return self._build_core(s)
+        flags = s.line_letter or s.bare_upper
+        if flags:
+            key = s.with_(line_letter=False, bare_upper=False).mask_key()
+        else:                         # the mask key within _key's (one tuple for both tables)
+            key = self._key(s)
+            if self._form is not None:
+                key = key[0]
+        hit = self._cores.get(key)
+        if hit is None:
+            hit = self._build_core(s.with_(line_letter=False, bare_upper=False) if flags else s)
+            hit[0].flags.writeable = False
+            _remember(self._cores, key, hit)
+        m, formed = hit
+        if flags:
+            m = m.copy()
+            if s.line_letter:
+                m[self._bar_colon_ids] = False
+            if s.bare_upper:
+                m[self._bar_endstart_ids] = False
+            m.flags.writeable = False
+        return m, formed
+
+    def _build_core(self, s: _State, fields: bool = True):
+        """The grammar's mask for state s (a fresh array) and whether the Form
+        applies to it (not in the header, a chord or a duration that must come);
+        without the field lines at a line start where not ``fields``."""
         m = np.zeros(self.size, dtype=bool)
         if s.done:
-            return m
+            return m, False
         if s.phase < 6:
             for i, info in self._field_ids:
                 m[i] = self._field_ok(s, info)
             if self._nl_id is not None:
                 m[self._nl_id] = self._nl_ok(s)
-            return m
+            return m, False
         pitch_ids = self._pitch_ids
         if s.chord is not None:
             m[pitch_ids] = self._pitch_mask(s)
             if self._close_id is not None:
                 m[self._close_id] = self._token_ok(s, self._close_id)
-            return m
+            return m, False
         if self._dur_open(s):
             m[self._dur_idx] = self._durations(s)
             if not self._default_ok(s):
-                return m
+                return m, False
         slot = self._sound_slot(s)
         start = slot and self._sound_start_ok(s)
         if start:
@@ -1020,15 +1114,14 @@ class AbcConstraint:
             for i, b in self._bar_ids:
                 m[i] = self._bar_ok(s, b)
         if s.last == "nl":
-            m[self._field_idx] = self._line_fields(s)
+            if fields:
+                m[self._field_idx] = self._line_fields(s)
         m[self._ids[K_EOS]] = self._end_ok(s)
         m[self._ids[K_TIE]] = self._tie_ok(s)
         # _space_ok: for a sound end, slot is _default_ok, start _sound_start_ok
         m[self._ids[K_SPACE]] = sound_end and not s.tup_left and slot and (start or tuplets)
         m[self._ids[K_NL]] = self._nl_ok(s)
-        if self._form is not None:
-            return self._form_filter(s, m)
-        return m
+        return m, True
 
     # ---------------------------------------------------------------- form
 
@@ -1142,87 +1235,126 @@ class AbcConstraint:
     # ---------------------------------------------------------------- steps
 
     def _step(self, s: _State, i: int) -> _State:
+        """The state after token i (allowed in s).  One copy of the state's fields,
+        changed in place and made the new state's: a few of these run for every
+        sampled token (the sampler's advance and the masks' look-ahead)."""
         k = self._kinds[i]
         info = self._info[i]
-        pre = {}
-        if not s.fed:
-            pre["fed"] = True
-        if s.ending is not None and s.ending[0] == "after" and k != K_NL and not (
+        d = s.__dict__.copy()
+        d["fed"] = True
+        ending = s.ending
+        if ending is not None and ending[0] == "after" and k != K_NL and not (
                 k == K_BAR and info[0] == B_LINE_ENDING):
-            pre["ending"] = None     # the next ending was not taken up
-        letter = self._one_letter[i] and s.last == "nl"
-        upper = self._bare_upper[i]
-        if letter != s.line_letter or upper != s.bare_upper:
-            pre["line_letter"], pre["bare_upper"] = letter, upper
-        if pre:
-            s = s.with_(**pre)
+            ending = d["ending"] = None     # the next ending was not taken up
+        # a one-letter note or rest opening a line (no ':' may follow); a bare capital
+        d["line_letter"] = self._one_letter[i] and s.last == "nl"
+        d["bare_upper"] = self._bare_upper[i]
         if k == K_EOS:
-            return s.with_(done=True)
-        if s.phase < 6:
+            d["done"] = True
+        elif s.phase < 6:
             if k == K_NL:
-                return s.with_(phase=s.phase + 1, last="nl")
-            letter, value, text = info
-            if letter == "M":
-                return s.with_(phase=1, meter=value, last="field")
-            if letter == "L":
-                M = None if s.meter is None else self._filler.to_grid(s.meter / value)
-                return s.with_(phase=3, unit=value, rule=self._intern(_BarRule(M)), last="field")
-            return s.with_(phase=5, key=value, last="field")
-        if k == K_NL:
+                d["phase"] = s.phase + 1
+                d["last"] = "nl"
+            else:
+                letter, value, text = info
+                d["last"] = "field"
+                if letter == "M":
+                    d["phase"] = 1
+                    d["meter"] = value
+                elif letter == "L":
+                    M = None if s.meter is None else self._filler.to_grid(s.meter / value)
+                    d["phase"] = 3
+                    d["unit"] = value
+                    d["rule"] = self._intern(_BarRule(M))
+                else:
+                    d["phase"] = 5
+                    d["key"] = value
+        elif k == K_NL:
+            d["last"] = "nl"
             if s.last == "field":
-                return s.with_(last="nl", after_field=True)
-            return s.with_(last="nl", line_fields=frozenset(), after_field=False)
-        if k == K_FIELD:
+                d["after_field"] = True
+            else:
+                d["line_fields"] = frozenset()
+                d["after_field"] = False
+        elif k == K_FIELD:
             letter, value, text = info
-            fields = s.line_fields | {letter}
+            d["line_fields"] = s.line_fields | {letter}
+            d["last"] = "field"
             if letter == "M":
                 M = None if value is None else self._filler.to_grid(value / s.unit)
-                return s.with_(meter=value, rule=self._intern(s.rule.meter(M)), last="field",
-                               line_fields=fields)
-            return s.with_(key=value, last="field", line_fields=fields)
-        if k == K_SPACE:
-            return s.with_(last="space")
-        if k == K_TIE:
-            return s.with_(last="tie", tie_req=s.sound_pitches, tie_crossed=False)
-        if k == K_DUR:
+                d["meter"] = value
+                d["rule"] = self._intern(s.rule.meter(M))
+            else:
+                d["key"] = value
+        elif k == K_SPACE:
+            d["last"] = "space"
+        elif k == K_TIE:
+            d["last"] = "tie"
+            d["tie_req"] = s.sound_pitches
+            d["tie_crossed"] = False
+        elif k == K_DUR:
             length = self._grid_dur[info] * s.sound_q // s.sound_p
-            return s.with_(last="dur", pos=s.pos - s.sound_len + length, sound_len=length)
-        if k == K_TUPLET:
+            d["last"] = "dur"
+            d["pos"] = s.pos - s.sound_len + length
+            d["sound_len"] = length
+        elif k == K_TUPLET:
             p, q, r = info
-            return s.with_(last="tuplet", tup_left=r, tup_q=q, tup_p=p)
-        if s.chord is not None:
+            d["last"] = "tuplet"
+            d["tup_left"] = r
+            d["tup_q"] = q
+            d["tup_p"] = p
+        elif s.chord is not None:
             if k == K_PITCH:
-                return s.with_(chord=s.chord + (info[0],),
-                               sound_pitches=s.sound_pitches | {info})
-            # K_CLOSE
-            respelled = s.tie_req is not None and s.tie_req != s.sound_pitches
-            tonic = s.tonic_last
-            if self._form is not None and s.sound_pitches:
-                low = min(s.sound_pitches, key=lambda p: (p[0][1], "CDEFGAB".index(p[0][0])))
-                tonic = _is_tonic(s.key, low)
-            return s.with_(chord=None, last="sound", sound="chord", tie_req=None,
-                           respelled=respelled, tonic_last=tonic)
-        if k in (K_PITCH, K_REST, K_OPEN):
+                d["chord"] = s.chord + (info[0],)
+                d["sound_pitches"] = s.sound_pitches | {info}
+            else:   # K_CLOSE
+                tonic = s.tonic_last
+                if self._form is not None and s.sound_pitches:
+                    low = min(s.sound_pitches, key=lambda p: (p[0][1], "CDEFGAB".index(p[0][0])))
+                    tonic = _is_tonic(s.key, low)
+                d["chord"] = None
+                d["last"] = "sound"
+                d["sound"] = "chord"
+                d["tie_req"] = None
+                d["respelled"] = s.tie_req is not None and s.tie_req != s.sound_pitches
+                d["tonic_last"] = tonic
+        elif k == K_PITCH or k == K_REST or k == K_OPEN:
             if s.tup_left:
                 q, p, left = s.tup_q, s.tup_p, s.tup_left - 1
             else:
                 q, p, left = 1, 1, 0
             length = self._filler.grid * q // p
-            placed = dict(pos=s.pos + length, sound_len=length, sound_q=q, sound_p=p,
-                          tup_left=left, tup_q=q if left else 1, tup_p=p if left else 1)
+            d["pos"] = s.pos + length
+            d["sound_len"] = length
+            d["sound_q"] = q
+            d["sound_p"] = p
+            d["tup_left"] = left
+            d["tup_q"] = q if left else 1
+            d["tup_p"] = p if left else 1
             if k == K_PITCH:
-                respelled = s.tie_req is not None and info not in s.tie_req
-                tonic = self._form is not None and self._is_tonic_id(s.key, i)
-                return s.with_(**placed, last="sound", sound="note",
-                               sound_pitches=frozenset({info}), tie_req=None, has_note=True,
-                               respelled=respelled, tonic_last=tonic)
-            if k == K_REST:
-                return s.with_(**placed, last="sound", sound="rest", sound_pitches=frozenset())
-            return s.with_(**placed, last="chord", chord=(), sound_pitches=frozenset(),
-                           has_note=True)
-        if k == K_BAR:
-            return self._step_bar(s, info)
-        raise AssertionError(f"unhandled token kind {k}")
+                d["last"] = "sound"
+                d["sound"] = "note"
+                d["sound_pitches"] = self._pitch_set[i]
+                d["tie_req"] = None
+                d["has_note"] = True
+                d["respelled"] = s.tie_req is not None and info not in s.tie_req
+                d["tonic_last"] = self._form is not None and self._is_tonic_id(s.key, i)
+            elif k == K_REST:
+                d["last"] = "sound"
+                d["sound"] = "rest"
+                d["sound_pitches"] = frozenset()
+            else:
+                d["last"] = "chord"
+                d["chord"] = ()
+                d["sound_pitches"] = frozenset()
+                d["has_note"] = True
+        elif k == K_BAR:
+            self._step_bar(s, info, d, ending)
+        else:
+            raise AssertionError(f"unhandled token kind {k}")
+        new = _new_state(_State)
+        _set_attr(new, "__dict__", d)
+        return new
 
     def _intern(self, rule: _BarRule) -> _BarRule:
         """The one rule object of its value, so that memo keys of different tunes
@@ -1233,9 +1365,10 @@ class AbcConstraint:
             hit = rule
         return hit
 
-    def _step_bar(self, s: _State, info) -> _State:
+    def _step_bar(self, s: _State, info, d: dict, e) -> None:
+        """_step for a bar token: the changes into d (s's fields; e: its ending
+        after _step's own change)."""
         kind, first, last = info
-        e = s.ending
         rep = s.rep
         empty = s.last in ("nl", "bar")
         rule, pieces, bars, part_start = s.rule, s.pieces, s.bars, s.part_start
@@ -1264,11 +1397,10 @@ class AbcConstraint:
             if kind == B_END_ENDING:
                 rep = "closed"
             e = ("in", first, last)
-        return s.with_(last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0,
-                       rep=rep, ending=e, after_field=False, sound=None,
-                       tie_crossed=s.tie_req is not None, bars=bars,
-                       part_start=bars if kind in PART_START else part_start,
-                       final=s.final or kind == B_FINAL)
+        d.update(last="bar", bar_kind=kind, rule=rule, pieces=pieces, pos=0, rep=rep, ending=e,
+                 after_field=False, sound=None, tie_crossed=s.tie_req is not None, bars=bars,
+                 part_start=bars if kind in PART_START else part_start,
+                 final=s.final or kind == B_FINAL)
 
     # ---------------------------------------------------------------- closing
 
@@ -1284,14 +1416,17 @@ class AbcConstraint:
         can fill).  Every step adds length to a bar or closes something, so
         the tune ends within a few bars.
         """
-        s = self._s
-        key = self._key(s)
+        return self._closing_mask(self._s).copy()
+
+    def _closing_mask(self, s: _State) -> np.ndarray:
+        """closing_allowed() for state s, memoized (read-only: shared)."""
+        key = self._closing_key(s)
         c = self._closing.get(key)
         if c is None:
             c = self._build_closing(s)
             c.flags.writeable = False
             _remember(self._closing, key, c)
-        return c.copy()
+        return c
 
     def _build_closing(self, s: _State) -> np.ndarray:
         m = self._mask(s)
@@ -1346,12 +1481,24 @@ class AbcConstraint:
         goal = self._closing_goal(s)
         if goal is None:
             return c
+        fill = self._filler.fillable_steps
+
+        def reaches(st: _State) -> bool:
+            return st.pos <= goal and (st.pos == goal or st.tup_left > 0 or fill(goal - st.pos))
+
+        gap = goal - s.pos
+        if s.tup_left:
+            sound_ok = gap > 0
+        else:   # a sound of one unit, or of a duration the vocabulary has, leaves the rest fillable
+            lengths = np.append(self._dur_steps, self._filler.to_grid(Fraction(1)))
+            fits = lengths[lengths <= gap]
+            sound_ok = bool(len(fits)) and bool(((fits == gap) | self._filler.fillable_many(gap - fits)).any())
         keep = c.copy()
         for i in np.flatnonzero(keep):
             k = self._kind[i]
-            if k == K_DUR and self._step(s, int(i)).pos > goal:
+            if k == K_DUR and not reaches(self._step(s, int(i))):
                 keep[i] = False
-            elif k in (K_PITCH, K_REST) and s.pos >= goal:
+            elif k in (K_PITCH, K_REST) and not sound_ok:
                 keep[i] = False
         return keep if keep.any() else c
 
@@ -1379,17 +1526,38 @@ class AbcConstraint:
             out[ids] = m[ids]
             if s.last == "sound":
                 out[self._dur_idx] = m[self._dur_idx]
-                for i in self._dur_idx[out[self._dur_idx]]:
-                    if not (self._sound_start_ok(self._step(s, int(i)))):
-                        out[i] = False
+                durs, after, pos = self._after_durations(s, out)
+                if len(durs):
+                    # _sound_start_ok after each (no tuplet open: off): all at once
+                    starts = (pos[:, None] + self._fill_steps[None, :]).ravel()
+                    ok = self._filler.alive_many(starts, 0, 1, 1, self._targets(after))
+                    out[durs[~ok.reshape(len(durs), -1).any(axis=1)]] = False
         other = ids[~tonic & out[ids]]
         if len(other) and not room(self._step(s, int(other[0]))):
             out[other] = False
         if s.last == "sound" and s.sound == "note" and not s.tonic_last:
-            for i in self._dur_idx[out[self._dur_idx]]:
-                if not room(self._step(s, int(i))):
-                    out[i] = False
+            durs, after, pos = self._after_durations(s, out)
+            if len(durs):               # room() after each, all at once
+                if after.tup_left:
+                    out[durs] = False
+                else:
+                    ok = self._filler.alive_many(pos + unit, 0, 1, 1, self._targets(after))
+                    out[durs[~ok]] = False
         return out if out.any() else c
+
+    def _after_durations(self, s: _State, allowed: np.ndarray):
+        """(ids, state, positions) of the duration tokens that ``allowed`` allows
+        after the sound of s: the state after the first of them and the piece
+        length after each.  The states after the durations differ only in pos
+        and sound_len (see _step), so one stands for all where pos is passed
+        apart (the same integer arithmetic as _step's)."""
+        sel = allowed[self._dur_idx]
+        durs = self._dur_idx[sel]
+        if not len(durs):
+            return durs, None, None
+        after = self._step(s, int(durs[0]))
+        pos = s.pos - s.sound_len + self._dur_steps[sel] * s.sound_q // s.sound_p
+        return durs, after, pos
 
     def _closing_sounds(self, s: _State, m: np.ndarray, c: np.ndarray) -> None:
         ids = self._ids[K_PITCH]
@@ -1433,7 +1601,7 @@ class AbcConstraint:
         fill = self._filler.fillable_steps
         start = s.pos - s.sound_len if s.last in ("sound", "dur") else s.pos   # the sound may shrink
         for length in sorted(lengths[0]):
-            if length >= start and any(r.verdict(length, k, fill) not in ("wrong", "split-strict")
+            if length >= start and (length == start or fill(length - start)) and any(r.verdict(length, k, fill) not in ("wrong", "split-strict")
                                        for k in kinds):
                 return length
         return None

@@ -4,6 +4,7 @@ the constraint machine (grammar.py), the bar rule (bars.py) and the tune statist
 
 from __future__ import annotations
 
+import functools
 import re
 from fractions import Fraction
 
@@ -114,6 +115,7 @@ def fraction_of(text: str) -> Fraction | None:
     return Fraction(int(m.group(1)), int(m.group(2)))
 
 
+@functools.lru_cache(maxsize=4096)
 def meter_writable(text: str) -> bool:
     """M:a/b with b a power of two (or M:none): the corpus holds meters such as M:1/6 that
     music21 invented for odd bars, which abc2midi rejects ("6 b is not a power of 2")."""
