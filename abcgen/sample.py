@@ -497,7 +497,7 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
     if opts.constraints:
         from .abc.grammar import AbcConstraint, Form
 
-        form = Form(changes=opts.changes, tonic=opts.tonic)
+        form = Form(changes=opts.changes, tonic=opts.tonic, replay=not opts.form)
         c0 = AbcConstraint(vocab, form)
         try:
             c0.reset(meter=meter, unit=unit, key=key)
@@ -572,6 +572,8 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
         if p >= len(parts):
             return row
         original = row
+        if c.part_bars + 1 >= opts.part_bars:
+            row = c.toward_closing_bar(row)          # short, where the repeat plays a pickup again
         want = np.zeros(len(row), dtype=bool)
         if c.part_bars + 1 >= opts.part_bars and not c.at_bar:
             closer = ":|" if parts[p] else ("|]" if p == len(parts) - 1 else "||")

@@ -45,6 +45,7 @@ class _BarRule:
     fresh: bool = True            # the next piece is the first a repeat goes back to
     rep: Fraction = 0             # the pickup a repeat goes back to (0: none)
     open_end: bool = False        # strict, but the tune may end here (after `:|`)
+    replay: bool = True           # track `rep` (Form.replay)
     _targets_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -54,7 +55,7 @@ class _BarRule:
         h = self._hash
         if h is None:
             h = hash((self.M, self.first, self.a, self.a0, self.opening, self.need, self.strict,
-                      self.part, self.fresh, self.rep, self.open_end))
+                      self.part, self.fresh, self.rep, self.open_end, self.replay))
             object.__setattr__(self, "_hash", h)
         return h
 
@@ -97,7 +98,7 @@ class _BarRule:
             return v, self
         target = kind in _REPEAT_TARGET
         rep = 0 if target or kind in _REPEAT_CLOSE else self.rep
-        if self.fresh and v in ("pickup", "half") and not target:
+        if self.replay and self.fresh and v in ("pickup", "half") and not target:
             rep = length                         # a pickup inside the repeated part
         part = kind in PART_START
         base = self._replace(first=False, need=None, strict=False, part=part, opening=False,
@@ -163,7 +164,7 @@ class _BarRule:
     def meter(self, M: Fraction | None) -> "_BarRule":
         """A meter change: a pickup may follow; the anacrusis is kept for the
         split rule (used only while it is shorter than a bar)."""
-        return _BarRule(M, first=True, a=self.a, a0=self.a0, part=True, opening=False)
+        return _BarRule(M, first=True, a=self.a, a0=self.a0, part=True, opening=False, replay=self.replay)
 
     def targets(self, section_ok: bool):
         """The lengths the current piece may still end at (see _Filler.alive);
@@ -219,7 +220,7 @@ def _sums_to_cached(x: Fraction, parts: frozenset) -> bool:
     return bool(can[goal])
 
 
-def check_bars(model_text: str | Sequence[str]) -> tuple[int, int]:
+def check_bars(model_text: str | Sequence[str], replay: bool = True) -> tuple[int, int]:
     """(complete bars, wrong bars) of a tune by the bar rule of the module doc.
 
     Complete bars are the pieces that must have the meter's length: pickups,
@@ -227,10 +228,12 @@ def check_bars(model_text: str | Sequence[str]) -> tuple[int, int]:
     are left out.  A wrong bar is a complete bar of another length, a pair of
     halves that does not add up, or a half left open at the end.  Works on
     any tokenizable text (unconstrained samples too); M:none counts nothing.
+    ``replay=False`` leaves out the rule for a repeat that goes back to a
+    pickup (as ``Form(replay=False)`` does for ``--form``).
     """
     tokens = split_tokens(model_text, "token") if isinstance(model_text, str) else model_text
     meter, unit = None, Fraction(1, 8)
-    rule = _BarRule(None)
+    rule = _BarRule(None, replay=replay)
     complete = wrong = 0
     pos = Fraction(0)
     last_scale = Fraction(1)
@@ -267,7 +270,7 @@ def check_bars(model_text: str | Sequence[str]) -> tuple[int, int]:
                     complete += 1
                     wrong += 1
                 M = None if meter is None else meter / unit
-                rule = rule.meter(M) if in_body else _BarRule(M)
+                rule = rule.meter(M) if in_body else _BarRule(M, replay=replay)
             continue
         if not in_body or tok in ("\n", " ", "-"):
             continue

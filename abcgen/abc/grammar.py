@@ -167,6 +167,12 @@ class Form:
       15/2 ...), none shorter than a quarter unit (``/8``, ``3/8``: a 64th
       note under L:1/8), and only plain tuplets ``(p:q:p`` with q = 2 or
       3 and q != p (``(3``, ``(2``, ``(5:2:5``; not ``(3:2:1`` or ``(6:6:6``).
+    * ``replay``: where a repeat goes back to a pickup, the bar before the repeat
+      sign leaves room for it (rule 2 of the module doc).  Off for ``--form``,
+      whose parts close at a fixed bar and end on the tonic: the two rules
+      together may leave no way to close the part (a known limit: such a part's
+      closing bar is full, and abc2midi counts it long as the repeat plays the
+      pickup again).
     """
 
     changes: bool = False
@@ -175,6 +181,7 @@ class Form:
     endings: bool = True
     tonic: bool = True
     engrave: bool = True
+    replay: bool = True
 
 
 def engravable(d: Fraction) -> bool:
@@ -1265,7 +1272,7 @@ class AbcConstraint:
                     M = None if s.meter is None else self._filler.to_grid(s.meter / value)
                     d["phase"] = 3
                     d["unit"] = value
-                    d["rule"] = self._intern(_BarRule(M))
+                    d["rule"] = self._intern(_BarRule(M, replay=self._form is None or self._form.replay))
                 else:
                     d["phase"] = 5
                     d["key"] = value
@@ -1474,6 +1481,24 @@ class AbcConstraint:
             c = self._toward_goal(s, c)
         return c
 
+    def toward_closing_bar(self, row: np.ndarray) -> np.ndarray:
+        """row without the sounds and durations that take the piece past the length
+        a bar that heads for the end may close it at (for the last bar of a part,
+        where the sampler wants its closing bar: after a pickup the repeat plays
+        again, a short one); row itself where that leaves nothing."""
+        s = self._s
+        if s.chord is not None or s.phase < 6 or s.tup_left:
+            return row
+        out = row.copy()
+        out[self._tup_idx] = False                 # plain notes and rests: the length is exact
+        if self._open_id is not None:
+            out[self._open_id] = False
+        if not out.any():
+            out = row
+        if s.last in ("nl", "bar"):
+            return out
+        return self._toward_goal(s, out)
+
     def _toward_goal(self, s: _State, c: np.ndarray) -> np.ndarray:
         """c without the sounds and durations that take the piece past the length a
         closing bar needs (a repeat that plays a pickup again wants a short closing
@@ -1498,7 +1523,7 @@ class AbcConstraint:
             k = self._kind[i]
             if k == K_DUR and not reaches(self._step(s, int(i))):
                 keep[i] = False
-            elif k in (K_PITCH, K_REST) and not sound_ok:
+            elif k in (K_PITCH, K_REST, K_SPACE) and not sound_ok:
                 keep[i] = False
         return keep if keep.any() else c
 
@@ -1535,7 +1560,9 @@ class AbcConstraint:
         other = ids[~tonic & out[ids]]
         if len(other) and not room(self._step(s, int(other[0]))):
             out[other] = False
-        if s.last == "sound" and s.sound == "note" and not s.tonic_last:
+        if self._rest_id is not None and out[self._rest_id] and not room(self._step(s, self._rest_id)):
+            out[self._rest_id] = False         # a rest is off the tonic too
+        if s.last == "sound" and s.sound in ("note", "rest") and not s.tonic_last:
             durs, after, pos = self._after_durations(s, out)
             if len(durs):               # room() after each, all at once
                 if after.tup_left:
