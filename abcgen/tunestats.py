@@ -635,7 +635,8 @@ def folk_bar_lines(max_seconds: float = 420.0, seed: int = 1) -> dict:
     figures (shares), of the folk corpus's tunes (corpora/folk.toml: the five ABC
     collections of music21) in canonical text, the tunes in a seeded random order
     until ``max_seconds`` have passed (tunes abcgen cannot read are left out).
-    How ``sample.CORPUS_BARS`` was counted (6,508 tunes in 420 s on this machine)."""
+    (The sampler's length table, ``sample.CORPUS_BARS``, now counts complete bars
+    of the prepared train split instead.)"""
     import random
     import time
     from collections import defaultdict
