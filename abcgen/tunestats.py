@@ -42,6 +42,7 @@ values of min(p, q), with p and q the two histograms scaled to sum to 1:
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from fractions import Fraction
 
@@ -563,23 +564,17 @@ def abc2midi_bar_warnings(abc_text: str) -> int | None:
     return wrong_bar_warnings((p.stdout + p.stderr).splitlines())
 
 
-_BAR_WARNING = None
+_BAR_WARNING = re.compile(r"Bar \d+ has [\d/]+ time units while the time signature has [\d/]+(.*)$")
 
 
 def wrong_bar_warnings(lines: list[str]) -> int:
     """The wrong bars among abc2midi's output lines (see ``abc2midi_bar_warnings``)."""
-    import re
-
-    global _BAR_WARNING
-    if _BAR_WARNING is None:
-        _BAR_WARNING = re.compile(r"Bar \d+ has [\d/]+ time units while the time signature has [\d/]+(.*)$")
     return sum(1 for ln in lines if (m := _BAR_WARNING.search(ln)) and "in repeat" not in m.group(1))
 
 
 def abc2midi_errors(book: str) -> int | None:
     """How many tunes of a tune book abc2midi reports an error for; None when
     abc2midi is not installed."""
-    import re
     import shutil
     import subprocess
     import tempfile
@@ -607,7 +602,6 @@ def book_form_table(book: str, corpus_bars: dict | None = None) -> dict:
     checks: music21's measures (share of complete bars with the meter's length,
     tunes music21 cannot read) and abc2midi's errors; with corpus_bars (bar lines
     -> tunes), the overlap of the bar-line histogram with it."""
-    import re
 
     texts = model_texts_of_book(book)
     out = form_report(texts)
