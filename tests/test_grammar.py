@@ -570,7 +570,8 @@ def test_engraving(shipped_vocab):
     assert "5" in _after(v, four + "A", None)
     tuplets = {s for s in _after(v, four) if s.startswith("(")}
     assert tuplets == {"(2", "(3", "(5:2:5", "(6:2:6", "(7:2:7", "(9:2:9", "(9:3:9"} & set(v.symbols)
-    assert "(3:2:1" in _after(v, four, None)
+    odd = {"(3:2:1", "(6:6:6"} & set(v.symbols)    # tuplets the Form keeps out, where the model has them
+    assert odd and odd <= _after(v, four, None) and not odd & _after(v, four)
     assert [engravable(Fraction(x)) for x in ("1", "3/2", "7/4", "5", "9", "15/2", "3/8")] == \
         [True, True, True, False, False, False, True]
     assert tonic_of("F#min") == ("F", 1) and tonic_of("Bbmaj") == ("B", -1)
