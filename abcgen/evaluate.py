@@ -267,7 +267,7 @@ def reference_figures(against: str, *, log=None) -> dict:
             text = _model_text(t["abc"])
             try:
                 st = tune_stats(text)
-                forms.append(tune_form(text))
+                forms.append(tune_form(text, st))
             except InputError:
                 skipped += 1
                 continue

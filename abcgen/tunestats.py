@@ -423,14 +423,15 @@ def model_texts_of_book(book: str) -> list[str]:
     return out
 
 
-def tune_form(text: str) -> dict:
+def tune_form(text: str, stats: dict | None = None) -> dict:
     """``form_figures`` of one tune's model text, with ``part_bars`` (see
-    ``tune_stats``; empty when the text is not canonical ABC)."""
+    ``tune_stats``, or from ``stats`` when its tune_stats are at hand; empty when
+    the text is not canonical ABC)."""
     from .errors import InputError
 
     f = form_figures(text)
     try:
-        f["part_bars"] = tune_stats(text)["part_bars"]
+        f["part_bars"] = (stats or tune_stats(text))["part_bars"]
     except InputError:
         f["part_bars"] = []
     return f

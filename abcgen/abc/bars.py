@@ -197,17 +197,13 @@ class _BarRule:
 # Measuring bars
 
 
+@lru_cache(maxsize=4096)
 def _sums_to(x: Fraction, parts: frozenset) -> bool:
     """x > 0 is a sum of lengths from parts (each as often as needed)."""
-    return _sums_to_cached(Fraction(x), parts)
-
-
-@lru_cache(maxsize=4096)
-def _sums_to_cached(x: Fraction, parts: frozenset) -> bool:
     if x <= 0 or not parts:
         return False
     den = 1
-    for q in list(parts) + [x]:
+    for q in (*parts, x):
         den = den * q.denominator // gcd(den, q.denominator)
     goal = int(x * den)
     coins = sorted({int(q * den) for q in parts if 0 < q * den <= goal})

@@ -369,7 +369,7 @@ class AbcConstraint:
         # frozen dataclass hashes in Python), and equal for equal forms of two calls.
         self._form_key = None if form is None else (
             form.changes, form.final_last, form.whole_parts, form.endings, form.tonic,
-            form.engrave)
+            form.engrave, form.replay)
 
     def _build_tables(self, vocab: Vocabulary, engrave: bool = False) -> None:
         """What the vocabulary alone determines: token classes, the filler and
@@ -1628,8 +1628,9 @@ class AbcConstraint:
         fill = self._filler.fillable_steps
         start = s.pos - s.sound_len if s.last in ("sound", "dur") else s.pos   # the sound may shrink
         for length in sorted(lengths[0]):
-            if length >= start and (length == start or fill(length - start)) and any(r.verdict(length, k, fill) not in ("wrong", "split-strict")
-                                       for k in kinds):
+            if length < start or (length > start and not fill(length - start)):
+                continue
+            if any(r.verdict(length, k, fill) not in ("wrong", "split-strict") for k in kinds):
                 return length
         return None
 
@@ -1665,11 +1666,7 @@ class AbcConstraint:
             def closes_after(i) -> bool:
                 """Duration i keeps the piece within the goal (a repeat that plays a
                 pickup again wants a short closing bar: rest up to it, not past it)."""
-                if goal is None:
-                    return True
-                t = sim.copy()
-                t.advance(int(i))
-                return t._s.pos <= goal
+                return goal is None or sim._step(st, int(i)).pos <= goal
 
             def rank(i):
                 k = sim._kind[i]
