@@ -42,8 +42,8 @@ MAX_TEMPERATURE = 5.0
 # -n above this is sampled in batches of this many tunes, one after the other (memory flat in -n);
 # every tune has its own generator (tune_seed), so the batches change no tune.
 SAMPLE_BATCH = 64
-# From this many tunes on, the LSTM step runs in a thread beside the state machines.
-OVERLAP_MIN_BATCH = 4
+# From this many tunes on (with the mask on), the LSTM step runs in a thread beside the state machines.
+OVERLAP_MIN_BATCH = 1
 
 
 @dataclass
@@ -659,16 +659,13 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
                 mask[j] = c.mask_view(True)
         return mask
 
-    # With a batch, the LSTM step of the next tokens runs in a second thread (NumPy's
-    # matrix products release the GIL) while this one advances the ABC state machines
-    # and builds their masks: on two cores the step and the mask cost the longer of
-    # the two, not their sum.  Nothing random happens in the thread, so the output
-    # is the same byte for byte either way.
-    pool = None
-    if cons is not None and n >= OVERLAP_MIN_BATCH:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(1, thread_name_prefix="abcgen-step")
+    # With the mask on, the LSTM runs in a second thread (NumPy's matrix products release
+    # the GIL) while this one draws the tokens, advances the ABC state machines and builds
+    # their masks: on two cores the step and the mask cost the longer of the two, not their
+    # sum.  The step's big product, the recurrent one, needs the state but not the tokens,
+    # so it starts as soon as the last step is done, before the draw (_Pipeline).  Nothing
+    # random happens in the thread, so the output is the same byte for byte either way.
+    pipe = _Pipeline(model.net, state, threaded=cons is not None and n >= OVERLAP_MIN_BATCH)
     mask = masks(active, 0)
     mask = wants_end(active, logits, mask)
     steps = 0
@@ -712,11 +709,9 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
             if len(keep) < len(before):       # some tunes ended: drop their rows
                 sel = np.asarray(keep)
                 active = active[sel]
-                state = [(h[sel], c[sel]) for h, c in state]
-                nxt = tok[sel]
+                pipe.submit(tok[sel], sel)
             else:
-                nxt = tok
-            fut = pool.submit(model.net.step, nxt, state) if pool is not None else None
+                pipe.submit(tok, None)
             if cons is not None:
                 for j in keep:
                     i, t = before[j], toks[j]
@@ -724,12 +719,80 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
                     if parts is not None and t in part_closers:
                         part_idx[i] += 1
                 mask = masks(active, steps)
-            logits, state = fut.result() if fut is not None else model.net.step(nxt, state)
+            logits = pipe.result()
             mask = wants_end(active, logits, mask)
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
+        pipe.close()
     return [vocab.decode(ids) for ids in out]
+
+
+class _Pipeline:
+    """The LSTM steps of a sampling, in a worker thread or inline.
+
+    ``submit(tokens, sel)`` gives the drawn tokens (and, where tunes ended, the rows
+    ``sel`` that go on); ``result()`` returns the next logits.  The worker hands the logits
+    over as soon as they are made and goes straight on to the next step's recurrent product
+    (``NumpyLSTM.recurrent``: it needs the state, not the tokens), so that product runs
+    while this thread draws the next tokens and builds the masks.  Where tunes ended it is
+    made again on the remaining rows, so every product has the shape of the plain step's
+    and gives the same numbers.  Inline (no thread) each step is ``NumpyLSTM.step_ids``.
+    Only the worker touches the net's scratch buffers."""
+
+    def __init__(self, net, state, threaded: bool):
+        self.net = net
+        self.state = state
+        self.thread = None
+        self.pending = None
+        if threaded:
+            import queue
+            import threading
+
+            self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+            self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+            self.thread = threading.Thread(target=self._work, name="abcgen-step", daemon=True)
+            self.thread.start()
+
+    def _work(self) -> None:
+        net, inbox, outbox = self.net, self.inbox, self.outbox
+        try:
+            state = self.state
+            net.recurrent(state)
+            while True:
+                item = inbox.get()
+                if item is None:
+                    return
+                tokens, sel = item
+                if sel is None:
+                    logits, state = net.finish(tokens, state)
+                else:
+                    state = [(h[sel], c[sel]) for h, c in state]
+                    logits, state = net.step_ids(tokens, state)
+                outbox.put((logits, None))
+                net.recurrent(state)          # the next step's product, before its tokens come
+        except BaseException as e:            # handed to the sampling thread by result()
+            outbox.put((None, e))
+
+    def submit(self, tokens, sel) -> None:
+        if self.thread is not None:
+            self.inbox.put((tokens, sel))
+            return
+        if sel is not None:
+            self.state = [(h[sel], c[sel]) for h, c in self.state]
+        self.pending, self.state = self.net.step_ids(tokens, self.state)
+
+    def result(self):
+        if self.thread is None:
+            logits, self.pending = self.pending, None
+            return logits
+        logits, err = self.outbox.get()
+        if err is not None:
+            raise err
+        return logits
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.inbox.put(None)
+            self.thread.join()
 
 
 def _meter_of(vocab, ids: list[int]) -> str | None:

@@ -408,15 +408,48 @@ class NumpyLSTM:
         x0 += self._bias[0]
         return self._advance(x0, state, buf)
 
+    # -- the step in two halves (the sampler's pipeline) ---------------------
+
+    def recurrent(self, state: State) -> None:
+        """The first half of ``step_ids``: layer 0's recurrent product ``h @ recurrent_kernel``,
+        which needs the state but not the token, into the scratch buffer.  The sampler runs it
+        while the next tokens are still being drawn; ``finish`` then adds the tokens' rows.
+        The two halves do exactly step()'s arithmetic, in its order (so the same numbers), and
+        share its scratch buffers: both must run in one thread, ``recurrent`` right before
+        ``finish`` on the same state."""
+        h0 = state[0][0]
+        np.matmul(h0, self._rec0, out=self._scratch(h0.shape[0])["z"])
+
+    def finish(self, token_ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """The second half of ``step_ids`` (after ``recurrent`` on the same state): the
+        tokens' input rows, the gates, the deeper layers and the logits.  Token ids are
+        not checked (the sampler draws them from the vocabulary)."""
+        buf = self._scratch(token_ids.shape[0])
+        z = buf["z"]
+        z += np.take(self._table0, token_ids, axis=0, out=buf["x0"])
+        return self._rest(z, state, buf)
+
+    def step_ids(self, token_ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """step() without the argument checks, for a caller whose ids and state are known
+        good (the sampler): the same numbers."""
+        self.recurrent(state)
+        return self.finish(token_ids, state)
+
     def _advance(self, x0: np.ndarray, state: State, buf: dict) -> tuple[np.ndarray, State]:
         """One step of every layer, given layer 0's input contribution x0 (batch, 4H)."""
-        z, tmp, xh = buf["z"], buf["tmp"], buf["xh"]
+        z = buf["z"]
+        np.matmul(state[0][0], self._rec0, out=z)
+        z += x0
+        return self._rest(z, state, buf)
+
+    def _rest(self, z: np.ndarray, state: State, buf: dict) -> tuple[np.ndarray, State]:
+        """The step after layer 0's pre-activations z (batch, 4H): its gates, the deeper
+        layers and the output layer."""
+        tmp, xh = buf["tmp"], buf["xh"]
         H = self.hidden
 
         new_state: State = []
-        h0, c0 = state[0]
-        np.matmul(h0, self._rec0, out=z)
-        z += x0
+        c0 = state[0][1]
         h, c = self._cell(z, c0, tmp)
         new_state.append((h, c))
         for layer in range(1, self.layers):

@@ -216,13 +216,32 @@ def test_export_float16_is_compact_and_samples_like_float32(random_model, tmp_pa
     assert bad.exit_code == 2 and "nope" in bad.output and not (tmp_path / "x.npz").exists()
 
 
-def test_step_thread_changes_nothing(random_model, monkeypatch):
-    """The LSTM step beside the state machines (a batch) gives the same bytes as in turn."""
+@pytest.mark.parametrize("count", [1, 6])
+def test_step_thread_changes_nothing(random_model, monkeypatch, count):
+    """The LSTM step beside the state machines (its recurrent product started before the
+    draw, made again where tunes of a batch ended) gives the same bytes as in turn."""
     m = S.Model(random_model)
-    opts = S.SampleOptions(count=6, seed=5, max_tokens=150)
+    opts = S.SampleOptions(count=count, seed=5, max_tokens=150)
+    monkeypatch.setattr(S, "OVERLAP_MIN_BATCH", 1)
     threaded = S.sample(m, opts)
     monkeypatch.setattr(S, "OVERLAP_MIN_BATCH", 10**6)
-    assert S.sample(m, opts) == threaded
+    inline = S.sample(m, opts)
+    assert inline == threaded
+    if count > 1:            # tunes of different lengths: rows were dropped on the way
+        assert len({len(t) for t in inline}) > 1
+
+
+def test_step_thread_hands_its_error_over(random_model, monkeypatch):
+    """An error in the worker thread reaches the caller (and the thread ends)."""
+    m = S.Model(random_model)
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(S, "OVERLAP_MIN_BATCH", 1)
+    monkeypatch.setattr(m.net, "finish", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        S.sample(m, S.SampleOptions(count=2, seed=1, max_tokens=50))
 
 
 # --------------------------------------------------------------------------

@@ -447,3 +447,29 @@ def test_the_one_numpy_lstm_equals_the_naive_equations(dense, output):
             got.append(out[0])
         want = _naive_lstm(w, w["embedding"][ids], layers)
     np.testing.assert_allclose(np.array(got), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_step_halves_give_step_numbers_exactly(exported, batch):
+    """recurrent() then finish() (the sampler's pipeline) and step_ids() are step() to the bit,
+    also as the batch shrinks."""
+    _, net, _ = exported
+    x = _tokens(batch + 2, seed=7)
+    sa = sb = sc = None
+    for t in range(T):
+        rows = max(batch + 2 - t // 4, 1)            # rows dropped on the way, as tunes end
+        if sa is not None:
+            sa, sb, sc = ([(h[:rows], c[:rows]) for h, c in s] for s in (sa, sb, sc))
+        sa = sa or net.initial_state(rows)
+        sb = sb or net.initial_state(rows)
+        sc = sc or net.initial_state(rows)
+        la, sa = net.step(x[:rows, t], sa)
+        net.recurrent(sb)
+        lb, sb = net.finish(x[:rows, t], sb)
+        lc, sc = net.step_ids(x[:rows, t], sc)
+        np.testing.assert_array_equal(la, lb)
+        np.testing.assert_array_equal(la, lc)
+        for (ha, ca), (hb, cb), (hc, cc) in zip(sa, sb, sc):
+            np.testing.assert_array_equal(ha, hb)
+            np.testing.assert_array_equal(ca, cb)
+            np.testing.assert_array_equal(ha, hc)
