@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AbcgenError, InputError
+from .threads import spare_core
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
 # Steps past --max-tokens the closing moves get before the sampler ends a tune itself.
@@ -42,8 +43,9 @@ MAX_TEMPERATURE = 5.0
 # -n above this is sampled in batches of this many tunes, one after the other (memory flat in -n);
 # every tune has its own generator (tune_seed), so the batches change no tune.
 SAMPLE_BATCH = 64
-# From this many tunes on (with the mask on), the LSTM step runs in a thread beside the state machines.
-OVERLAP_MIN_BATCH = 1
+# From this many tunes on (with the mask on), the LSTM step runs in a thread beside the state
+# machines; below, only where a core is free for it (threads.spare_core).
+OVERLAP_MIN_BATCH = 4
 
 
 @dataclass
@@ -665,7 +667,8 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     # sum.  The step's big product, the recurrent one, needs the state but not the tokens,
     # so it starts as soon as the last step is done, before the draw (_Pipeline).  Nothing
     # random happens in the thread, so the output is the same byte for byte either way.
-    pipe = _Pipeline(model.net, state, threaded=cons is not None and n >= OVERLAP_MIN_BATCH)
+    threaded = cons is not None and (n >= OVERLAP_MIN_BATCH or spare_core())
+    pipe = _Pipeline(model.net, state, threaded=threaded)
     mask = masks(active, 0)
     mask = wants_end(active, logits, mask)
     steps = 0
@@ -738,6 +741,10 @@ class _Pipeline:
     and gives the same numbers.  Inline (no thread) each step is ``NumpyLSTM.step_ids``.
     Only the worker touches the net's scratch buffers."""
 
+    # Up to this many rows the worker hands over the top layer's h and this thread makes
+    # the logits.
+    OWN_OUTPUT = 4
+
     def __init__(self, net, state, threaded: bool):
         self.net = net
         self.state = state
@@ -762,15 +769,18 @@ class _Pipeline:
                 if item is None:
                     return
                 tokens, sel = item
-                if sel is None:
-                    logits, state = net.finish(tokens, state)
-                else:
+                if sel is not None:
                     state = [(h[sel], c[sel]) for h, c in state]
-                    logits, state = net.step_ids(tokens, state)
-                outbox.put((logits, None))
+                    net.recurrent(state)
+                # a few tunes: the sampling thread makes the logits (while this one
+                # streams the recurrent kernel through its cache, which would push the
+                # output kernel out of it)
+                own = len(tokens) <= self.OWN_OUTPUT
+                out, state = net.finish(tokens, state, output=not own)
+                outbox.put((out, own, None))
                 net.recurrent(state)          # the next step's product, before its tokens come
         except BaseException as e:            # handed to the sampling thread by result()
-            outbox.put((None, e))
+            outbox.put((None, False, e))
 
     def submit(self, tokens, sel) -> None:
         if self.thread is not None:
@@ -784,10 +794,10 @@ class _Pipeline:
         if self.thread is None:
             logits, self.pending = self.pending, None
             return logits
-        logits, err = self.outbox.get()
+        out, own, err = self.outbox.get()
         if err is not None:
             raise err
-        return logits
+        return self.net.output_layer(out) if own else out    # own: the worker gave the top h
 
     def close(self) -> None:
         if self.thread is not None:

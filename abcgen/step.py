@@ -420,14 +420,26 @@ class NumpyLSTM:
         h0 = state[0][0]
         np.matmul(h0, self._rec0, out=self._scratch(h0.shape[0])["z"])
 
-    def finish(self, token_ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    def finish(self, token_ids: np.ndarray, state: State, output: bool = True
+               ) -> tuple[np.ndarray, State]:
         """The second half of ``step_ids`` (after ``recurrent`` on the same state): the
-        tokens' input rows, the gates, the deeper layers and the logits.  Token ids are
-        not checked (the sampler draws them from the vocabulary)."""
+        tokens' input rows, the gates, the deeper layers and the logits (without
+        ``output``: the top layer's h, for ``output_layer`` to make the logits of, maybe
+        in another thread).  Token ids are not checked (the sampler draws them from the
+        vocabulary)."""
         buf = self._scratch(token_ids.shape[0])
         z = buf["z"]
         z += np.take(self._table0, token_ids, axis=0, out=buf["x0"])
-        return self._rest(z, state, buf)
+        return self._rest(z, state, buf, output)
+
+    def output_layer(self, h: np.ndarray) -> np.ndarray:
+        """The logits of the top layer's h (what step() returns; h itself for a model
+        without an output layer)."""
+        if self._out_kernel is None:
+            return h.copy()
+        logits = h @ self._out_kernel
+        logits += self._out_bias
+        return logits
 
     def step_ids(self, token_ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """step() without the argument checks, for a caller whose ids and state are known
@@ -442,9 +454,10 @@ class NumpyLSTM:
         z += x0
         return self._rest(z, state, buf)
 
-    def _rest(self, z: np.ndarray, state: State, buf: dict) -> tuple[np.ndarray, State]:
+    def _rest(self, z: np.ndarray, state: State, buf: dict, output: bool = True
+              ) -> tuple[np.ndarray, State]:
         """The step after layer 0's pre-activations z (batch, 4H): its gates, the deeper
-        layers and the output layer."""
+        layers and the output layer (without ``output``: the top layer's h instead)."""
         tmp, xh = buf["tmp"], buf["xh"]
         H = self.hidden
 
@@ -460,11 +473,9 @@ class NumpyLSTM:
             z += self._bias[layer]
             h, c = self._cell(z, c_prev, tmp)
             new_state.append((h, c))
-        if self._out_kernel is None:
-            return h.copy(), new_state
-        logits = h @ self._out_kernel
-        logits += self._out_bias
-        return logits, new_state
+        if not output:
+            return h, new_state
+        return self.output_layer(h), new_state
 
     def run(self, token_ids, state: State | None = None, *, return_all: bool = False
             ) -> tuple[np.ndarray, State]:

@@ -54,6 +54,30 @@ def free_cores() -> int:
     return max(1, min(cores, cores - int(busy + 0.5)))
 
 
+def _running() -> int:
+    """Threads running or ready to run on the machine now (the reader included): the 4th
+    field of /proc/loadavg, 'running/total'."""
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return int(f.read().split()[3].split("/")[0])
+
+
+def spare_core(reads: int = 3) -> bool:
+    """Is a core free beside the one the caller runs on, now?  From the count of threads
+    ready to run, read a few times (a snapshot: free, unlike busy_cores' 50 ms; the most
+    of the reads, so a busy process that happens to wait at one read still counts).  The
+    sampler asks it before it steps one tune's LSTM in a second thread: with no free core
+    the two threads would take turns on one and add their handovers.  Where /proc/loadavg
+    is missing: whether the machine has two cores."""
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        return False
+    try:
+        others = max(_running() for _ in range(reads)) - 1
+    except (OSError, ValueError, IndexError):
+        return True
+    return others <= cores - 2
+
+
 def blas_threads(batch: int) -> int:
     return 1 if batch < BATCH_FOR_THREADS else free_cores()
 

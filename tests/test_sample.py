@@ -225,6 +225,7 @@ def test_step_thread_changes_nothing(random_model, monkeypatch, count):
     monkeypatch.setattr(S, "OVERLAP_MIN_BATCH", 1)
     threaded = S.sample(m, opts)
     monkeypatch.setattr(S, "OVERLAP_MIN_BATCH", 10**6)
+    monkeypatch.setattr(S, "spare_core", lambda: False)
     inline = S.sample(m, opts)
     assert inline == threaded
     if count > 1:            # tunes of different lengths: rows were dropped on the way

@@ -69,3 +69,24 @@ def test_the_user_choice_wins_and_numpy_sees_it():
     env["OPENBLAS_NUM_THREADS"] = "3"
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert r.stdout.split() == ["1", "3"], r.stderr
+
+
+@pytest.mark.parametrize("cores,running,want", [
+    (2, [1, 1, 1], True),        # only the reader runs: the second core is free
+    (2, [2, 1, 1], False),       # another process ran at one of the reads
+    (2, [3, 3, 3], False),
+    (1, [1, 1, 1], False),       # one core: nothing beside the reader
+    (16, [9, 12, 14], True),     # 13 others: the 16th core is free
+    (16, [15, 16, 1], False),
+])
+def test_spare_core_reads_the_threads_ready_to_run(monkeypatch, cores, running, want):
+    reads = iter(running)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(threads, "_running", lambda: next(reads))
+    assert threads.spare_core() is want
+
+
+def test_running_is_the_loadavg_field():
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("needs /proc/loadavg")
+    assert threads._running() >= 1          # the reader itself runs
