@@ -423,6 +423,9 @@ class AbcConstraint:
                                    dtype=np.int64)
         self._fill_steps = np.array(self._filler.durations, dtype=np.int64)
         self._tup_fill_steps = np.array(self._filler.tuplet_durations, dtype=np.int64)
+        # a sound's length in steps: of one unit, or of each duration (_toward_goal)
+        self._sound_steps = np.append(self._dur_steps, self._filler.to_grid(Fraction(1)))
+        self._sound_kind = np.isin(kind, [K_PITCH, K_REST, K_SPACE])
         self._dur_tuplet_safe = np.array([tuplet_safe(self._info[i]) for i in self._dur_idx], dtype=bool)
         self._dur_ids = [(int(i), self._info[i]) for i in self._ids[K_DUR]]
         self._tup_ids = [(int(i), self._info[i]) for i in self._ids[K_TUPLET]]
@@ -1506,25 +1509,26 @@ class AbcConstraint:
         goal = self._closing_goal(s)
         if goal is None:
             return c
-        fill = self._filler.fillable_steps
-
-        def reaches(st: _State) -> bool:
-            return st.pos <= goal and (st.pos == goal or st.tup_left > 0 or fill(goal - st.pos))
-
         gap = goal - s.pos
         if s.tup_left:
             sound_ok = gap > 0
         else:   # a sound of one unit, or of a duration the vocabulary has, leaves the rest fillable
-            lengths = np.append(self._dur_steps, self._filler.to_grid(Fraction(1)))
+            lengths = self._sound_steps
             fits = lengths[lengths <= gap]
             sound_ok = bool(len(fits)) and bool(((fits == gap) | self._filler.fillable_many(gap - fits)).any())
         keep = c.copy()
-        for i in np.flatnonzero(keep):
-            k = self._kind[i]
-            if k == K_DUR and not reaches(self._step(s, int(i))):
-                keep[i] = False
-            elif k in (K_PITCH, K_REST, K_SPACE) and not sound_ok:
-                keep[i] = False
+        if not sound_ok:
+            keep[self._sound_kind] = False
+        # A duration reaches the goal where the piece after it (the length _step gives it:
+        # the same integer arithmetic, for all at once) is the goal or short of it by a
+        # fillable length, or where a tuplet is open.
+        sel = keep[self._dur_idx]
+        if sel.any():
+            pos = s.pos - s.sound_len + self._dur_steps[sel] * s.sound_q // s.sound_p
+            reach = pos <= goal
+            if not s.tup_left:
+                reach &= (pos == goal) | self._filler.fillable_many(goal - pos)
+            keep[self._dur_idx[sel][~reach]] = False
         return keep if keep.any() else c
 
     def _closing_tonic(self, s: _State, m: np.ndarray, c: np.ndarray) -> np.ndarray:
