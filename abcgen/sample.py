@@ -733,17 +733,17 @@ class _Pipeline:
     """The LSTM steps of a sampling, in a worker thread or inline.
 
     ``submit(tokens, sel)`` gives the drawn tokens (and, where tunes ended, the rows
-    ``sel`` that go on); ``result()`` returns the next logits.  The worker hands the logits
-    over as soon as they are made and goes straight on to the next step's recurrent product
-    (``NumpyLSTM.recurrent``: it needs the state, not the tokens), so that product runs
-    while this thread draws the next tokens and builds the masks.  Where tunes ended it is
-    made again on the remaining rows, so every product has the shape of the plain step's
-    and gives the same numbers.  Inline (no thread) each step is ``NumpyLSTM.step_ids``.
-    Only the worker touches the net's scratch buffers."""
+    ``sel`` that go on); ``result()`` returns the next logits.  With a few tunes the worker
+    hands over the step's output as soon as it is made and goes straight on to the next
+    step's recurrent product (``NumpyLSTM.recurrent``: it needs the state, not the tokens),
+    so that product runs while this thread draws the next tokens and builds the masks;
+    where a tune ended it is made again on the remaining rows, so every product has the
+    shape of the plain step's and gives the same numbers.  Inline (no thread) each step is
+    ``NumpyLSTM.step_ids``.  Only the worker touches the net's scratch buffers."""
 
-    # Up to this many rows the worker hands over the top layer's h and this thread makes
-    # the logits.
-    OWN_OUTPUT = 4
+    # Up to this many rows the worker starts each step's recurrent product before the
+    # tokens come, and hands over the top layer's h for this thread to make the logits of.
+    FEW = 4
 
     def __init__(self, net, state, threaded: bool):
         self.net = net
@@ -760,10 +760,12 @@ class _Pipeline:
             self.thread.start()
 
     def _work(self) -> None:
-        net, inbox, outbox = self.net, self.inbox, self.outbox
+        net, inbox, outbox, few = self.net, self.inbox, self.outbox, self.FEW
         try:
             state = self.state
-            net.recurrent(state)
+            started = len(state[0][0]) <= few
+            if started:
+                net.recurrent(state)
             while True:
                 item = inbox.get()
                 if item is None:
@@ -771,14 +773,21 @@ class _Pipeline:
                 tokens, sel = item
                 if sel is not None:
                     state = [(h[sel], c[sel]) for h, c in state]
+                if sel is not None or not started:
                     net.recurrent(state)
                 # a few tunes: the sampling thread makes the logits (while this one
                 # streams the recurrent kernel through its cache, which would push the
                 # output kernel out of it)
-                own = len(tokens) <= self.OWN_OUTPUT
+                own = len(tokens) <= few
                 out, state = net.finish(tokens, state, output=not own)
                 outbox.put((out, own, None))
-                net.recurrent(state)          # the next step's product, before its tokens come
+                # A few tunes: the next step's product now, before its tokens come (the
+                # step is the longer of the two threads' work).  A batch waits for them:
+                # tunes end at one step in five or so there, and the product made before
+                # would have to be made again on the rows that go on.
+                started = own
+                if started:
+                    net.recurrent(state)
         except BaseException as e:            # handed to the sampling thread by result()
             outbox.put((None, False, e))
 
