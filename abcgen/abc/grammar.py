@@ -467,6 +467,7 @@ class AbcConstraint:
         self._fits: dict = {}             # _bar_fits
         self._section_cache: dict = {}    # _section_ok
         self._rules: dict = {}            # interned bar rules (_intern)
+        self._verdict_rows: dict = {}     # _bar_verdicts
 
     # ---------------------------------------------------------------- setup
 
@@ -1178,7 +1179,7 @@ class AbcConstraint:
             out &= keep
         if f.whole_parts and s.last in ("sound", "dur", "tie") and s.rule.M is not None:
             # no section bar that would leave half a bar for the next part
-            half = ~self._verdicts(s, bad=("split-strict",))[self._bar_kind]
+            half = ~self._bar_verdicts(s, ("split-strict",))
             out[self._bar_idx[half & ~self._bar_plain]] = False
         eos = self._ids[K_EOS]
         if out[eos].any() and not self._form_end_ok(s):
@@ -1221,7 +1222,19 @@ class AbcConstraint:
             ok = ok & ~self._bar_colon
         if s.bare_upper:
             ok = ok & ~self._bar_endstart
-        return ok & self._verdicts(s)[self._bar_kind]
+        return ok & self._bar_verdicts(s, ("wrong",))
+
+    def _bar_verdicts(self, s: _State, bad: tuple) -> np.ndarray:
+        """_verdicts(s, bad) per bar token (over self._bar_ids; read-only), memoized on what
+        _verdicts reads: the bar rule and the piece's length (the rule is interned, its
+        hash kept).  Two of these per mask built after a sound, each some ten verdicts."""
+        key = (s.rule, s.pos, bad)
+        hit = self._verdict_rows.get(key)
+        if hit is None:
+            hit = self._verdicts(s, bad)[self._bar_kind]
+            hit.flags.writeable = False
+            _remember(self._verdict_rows, key, hit)
+        return hit
 
     def _verdicts(self, s: _State, bad=("wrong",)) -> np.ndarray:
         """Per bar kind (indexed by kind): the bar rule lets a bar of that kind close the
