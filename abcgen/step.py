@@ -394,7 +394,8 @@ class NumpyLSTM:
         state = self._state_for(tokens.shape[0], state)
         self._check_tokens(tokens)
         buf = self._scratch(tokens.shape[0])
-        return self._advance(np.take(self._table0, tokens, axis=0, out=buf["x0"]), state, buf)
+        # the rows gathered by indexing: np.take with out= costs four times as much
+        return self._advance(self._table0[tokens], state, buf)
 
     def step_frames(self, frames, state: State | None = None) -> tuple[np.ndarray, State]:
         """Feed one dense input frame per sequence (a model without an embedding: the piano
@@ -429,7 +430,7 @@ class NumpyLSTM:
         vocabulary)."""
         buf = self._scratch(token_ids.shape[0])
         z = buf["z"]
-        z += np.take(self._table0, token_ids, axis=0, out=buf["x0"])
+        z += self._table0[token_ids]
         return self._rest(z, state, buf, output)
 
     def output_layer(self, h: np.ndarray) -> np.ndarray:
