@@ -733,16 +733,29 @@ class _Pipeline:
     """The LSTM steps of a sampling, in a worker thread or inline.
 
     ``submit(tokens, sel)`` gives the drawn tokens (and, where tunes ended, the rows
-    ``sel`` that go on); ``result()`` returns the next logits.  With a few tunes the worker
-    hands over the step's output as soon as it is made and goes straight on to the next
-    step's recurrent product (``NumpyLSTM.recurrent``: it needs the state, not the tokens),
-    so that product runs while this thread draws the next tokens and builds the masks;
-    where a tune ended it is made again on the remaining rows, so every product has the
-    shape of the plain step's and gives the same numbers.  Inline (no thread) each step is
-    ``NumpyLSTM.step_ids``.  Only the worker touches the net's scratch buffers."""
+    ``sel`` that go on); ``result()`` returns the next logits.  Inline (no thread) each
+    step is ``NumpyLSTM.step_ids``.  Only the worker touches the net's scratch buffers.
 
-    # Up to this many rows the worker starts each step's recurrent product before the
-    # tokens come, and hands over the top layer's h for this thread to make the logits of.
+    Threaded, the two threads share one GIL, and only the step's big product, the
+    recurrent one (``NumpyLSTM.recurrent``), runs without it.  So the product must be
+    under way before this thread goes back to its Python work (advancing the state
+    machines, building masks), or the worker waits for the GIL until that work is done
+    and nothing overlaps (as it did: the product of a batch started about 1 ms, all the
+    masks' time, after its tokens were handed over).  Hence:
+
+    * a batch: ``submit`` waits until the worker has the tokens and is entering the
+      product (it releases ``ack`` right before);
+    * a few tunes (``FEW``): the worker hands over the step's output and goes straight
+      on to the next step's product, which needs the state, not the tokens, so it runs
+      while this thread draws the next tokens and builds the masks; it also hands over
+      the top layer's h rather than the logits, which this thread makes (the product
+      streams the recurrent kernel through the worker's cache, which would push the
+      output kernel out of it).  Where a tune ends the product is made again on the rows
+      that go on.  A batch does not start early: tunes end at one step in five or so
+      there, and each time the product would be made twice.
+
+    Every product has the shape of the plain step's, so the numbers are the same."""
+
     FEW = 4
 
     def __init__(self, net, state, threaded: bool):
@@ -750,20 +763,23 @@ class _Pipeline:
         self.state = state
         self.thread = None
         self.pending = None
+        self.started = len(state[0][0]) <= self.FEW     # the worker's product is under way
         if threaded:
             import queue
             import threading
 
             self.inbox: queue.SimpleQueue = queue.SimpleQueue()
             self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+            self.ack = threading.Lock()
+            self.ack.acquire()                 # released by the worker as its product starts
             self.thread = threading.Thread(target=self._work, name="abcgen-step", daemon=True)
             self.thread.start()
 
     def _work(self) -> None:
-        net, inbox, outbox, few = self.net, self.inbox, self.outbox, self.FEW
+        net, inbox, outbox, few, ack = self.net, self.inbox, self.outbox, self.FEW, self.ack
         try:
             state = self.state
-            started = len(state[0][0]) <= few
+            started = self.started
             if started:
                 net.recurrent(state)
             while True:
@@ -774,26 +790,27 @@ class _Pipeline:
                 if sel is not None:
                     state = [(h[sel], c[sel]) for h, c in state]
                 if sel is not None or not started:
+                    ack.release()              # submit() goes on as the product lets go of the GIL
                     net.recurrent(state)
-                # a few tunes: the sampling thread makes the logits (while this one
-                # streams the recurrent kernel through its cache, which would push the
-                # output kernel out of it)
                 own = len(tokens) <= few
                 out, state = net.finish(tokens, state, output=not own)
                 outbox.put((out, own, None))
-                # A few tunes: the next step's product now, before its tokens come (the
-                # step is the longer of the two threads' work).  A batch waits for them:
-                # tunes end at one step in five or so there, and the product made before
-                # would have to be made again on the rows that go on.
                 started = own
                 if started:
-                    net.recurrent(state)
-        except BaseException as e:            # handed to the sampling thread by result()
+                    net.recurrent(state)       # the next step's product, before its tokens come
+        except BaseException as e:             # handed to the sampling thread by result()
             outbox.put((None, False, e))
+            try:
+                ack.release()                  # a submit() waiting for the product goes on
+            except RuntimeError:
+                pass                           # it was released already
 
     def submit(self, tokens, sel) -> None:
         if self.thread is not None:
             self.inbox.put((tokens, sel))
+            if sel is not None or not self.started:
+                self.ack.acquire()
+            self.started = len(tokens) <= self.FEW
             return
         if sel is not None:
             self.state = [(h[sel], c[sel]) for h, c in self.state]

@@ -232,17 +232,27 @@ def test_step_thread_changes_nothing(random_model, monkeypatch, count):
         assert len({len(t) for t in inline}) > 1
 
 
-def test_step_thread_hands_its_error_over(random_model, monkeypatch):
-    """An error in the worker thread reaches the caller (and the thread ends)."""
+@pytest.mark.parametrize("count", [2, 6])            # a few tunes (product started early), a batch
+@pytest.mark.parametrize("part", ["finish", "recurrent"])
+def test_step_thread_hands_its_error_over(random_model, monkeypatch, count, part):
+    """An error in the worker thread reaches the caller, who does not wait for it forever."""
+    import threading
+
     m = S.Model(random_model)
+    calls = []
 
     def broken(*a, **k):
-        raise RuntimeError("boom")
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("boom")
+        return original(*a, **k)
 
+    original = getattr(m.net, part)
     monkeypatch.setattr(S, "OVERLAP_MIN_BATCH", 1)
-    monkeypatch.setattr(m.net, "finish", broken)
+    monkeypatch.setattr(m.net, part, broken)
     with pytest.raises(RuntimeError, match="boom"):
-        S.sample(m, S.SampleOptions(count=2, seed=1, max_tokens=50))
+        S.sample(m, S.SampleOptions(count=count, seed=1, max_tokens=50))
+    assert not [t for t in threading.enumerate() if t.name == "abcgen-step"]
 
 
 # --------------------------------------------------------------------------
@@ -436,3 +446,28 @@ def test_bench_sample_times_the_shipped_model_beside_its_step_alone():
     # the step alone bounds the sampler that runs it (same model, same batch)
     assert r["step_only_64_tokens_per_s"] > r["numpy_64_tokens_per_s"]
     assert any("not timed" in ln for ln in lines) and r["process_ok"]
+
+
+def test_pipeline_hands_a_batch_over_before_the_masks(random_model):
+    """A batch's submit() returns once the worker has taken the tokens and is entering the
+    recurrent product (which runs without the GIL): were it to return at once, the worker
+    would wait for the GIL until the masks were built, and nothing would overlap.  A few
+    tunes' product is started before their tokens come, so their submit() does not wait."""
+    m = S.Model(random_model)
+    for rows, waits in ((6, True), (2, False)):
+        state = m.net.initial_state(rows)
+        pipe = S._Pipeline(m.net, state, threaded=True)
+        try:
+            for step in range(3):
+                pipe.submit(np.arange(rows) % 7 + 3, None)
+                if waits:
+                    assert pipe.inbox.empty() and pipe.ack.locked()
+                logits = pipe.result()
+                assert logits.shape == (rows, len(m.vocab))
+        finally:
+            pipe.close()
+        inline = S._Pipeline(m.net, state, threaded=False)
+        for step in range(3):
+            inline.submit(np.arange(rows) % 7 + 3, None)
+            expect = inline.result()
+        np.testing.assert_array_equal(logits, expect)
