@@ -744,7 +744,8 @@ class _Pipeline:
     masks' time, after its tokens were handed over).  Hence:
 
     * a batch: ``submit`` waits until the worker has the tokens and is entering the
-      product (it releases ``ack`` right before);
+      product (it releases ``ack`` right before), or ``ACK_WAIT`` where the worker does
+      not get a core that soon;
     * a few tunes (``FEW``): the worker hands over the step's output and goes straight
       on to the next step's product, which needs the state, not the tokens, so it runs
       while this thread draws the next tokens and builds the masks; it also hands over
@@ -757,12 +758,15 @@ class _Pipeline:
     Every product has the shape of the plain step's, so the numbers are the same."""
 
     FEW = 4
+    # Seconds submit() waits at most for the worker to start the product.
+    ACK_WAIT = 0.0005
 
     def __init__(self, net, state, threaded: bool):
         self.net = net
         self.state = state
         self.thread = None
         self.pending = None
+        self.owed = False              # an ack not waited for (ACK_WAIT ran out)
         self.started = len(state[0][0]) <= self.FEW     # the worker's product is under way
         if threaded:
             import queue
@@ -807,9 +811,14 @@ class _Pipeline:
 
     def submit(self, tokens, sel) -> None:
         if self.thread is not None:
+            if self.owed:              # released long since: before the output result() took
+                self.ack.acquire()
+                self.owed = False
             self.inbox.put((tokens, sel))
             if sel is not None or not self.started:
-                self.ack.acquire()
+                # not for long: where no core is free the worker may not run for a while,
+                # and this thread's Python work is better done meanwhile than waited out
+                self.owed = not self.ack.acquire(timeout=self.ACK_WAIT)
             self.started = len(tokens) <= self.FEW
             return
         if sel is not None:

@@ -454,14 +454,15 @@ def test_pipeline_hands_a_batch_over_before_the_masks(random_model):
     would wait for the GIL until the masks were built, and nothing would overlap.  A few
     tunes' product is started before their tokens come, so their submit() does not wait."""
     m = S.Model(random_model)
-    for rows, waits in ((6, True), (2, False)):
+    for rows, waits, ack_wait in ((6, True, 60.0), (6, False, 0.0), (2, False, 60.0)):
         state = m.net.initial_state(rows)
         pipe = S._Pipeline(m.net, state, threaded=True)
+        pipe.ACK_WAIT = ack_wait           # 0: never waits (an ack owed to the next submit)
         try:
             for step in range(3):
                 pipe.submit(np.arange(rows) % 7 + 3, None)
                 if waits:
-                    assert pipe.inbox.empty() and pipe.ack.locked()
+                    assert pipe.inbox.empty() and pipe.ack.locked() and not pipe.owed
                 logits = pipe.result()
                 assert logits.shape == (rows, len(m.vocab))
         finally:
