@@ -722,6 +722,8 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
                     if parts is not None and t in part_closers:
                         part_idx[i] += 1
                 mask = masks(active, steps)
+                if not mask[:, eos].any():
+                    pipe.rows_stay()          # no tune can end at the next draw
             logits = pipe.result()
             mask = wants_end(active, logits, mask)
     finally:
@@ -746,14 +748,15 @@ class _Pipeline:
     * a batch: ``submit`` waits until the worker has the tokens and is entering the
       product (it releases ``ack`` right before), or ``ACK_WAIT`` where the worker does
       not get a core that soon;
-    * a few tunes (``FEW``): the worker hands over the step's output and goes straight
-      on to the next step's product, which needs the state, not the tokens, so it runs
-      while this thread draws the next tokens and builds the masks; it also hands over
-      the top layer's h rather than the logits, which this thread makes (the product
-      streams the recurrent kernel through the worker's cache, which would push the
-      output kernel out of it).  Where a tune ends the product is made again on the rows
-      that go on.  A batch does not start early: tunes end at one step in five or so
-      there, and each time the product would be made twice.
+    * a few tunes (``FEW``), or a batch where no tune can end at the next draw (no
+      mask row allows ``</s>``: ``rows_stay``, said before the worker is done with the
+      step): the worker hands over the step's output and goes straight on to the next
+      step's product, which needs the state, not the tokens, so it runs while this thread
+      draws the next tokens and builds the masks (and the worker need not be woken).
+      Where a tune ends after all the product is made again on the rows that go on.
+    * with a few tunes the worker hands over the top layer's h rather than the logits,
+      which this thread makes (the product streams the recurrent kernel through the
+      worker's cache, which would push the output kernel out of it).
 
     Every product has the shape of the plain step's, so the numbers are the same."""
 
@@ -767,6 +770,8 @@ class _Pipeline:
         self.thread = None
         self.pending = None
         self.owed = False              # an ack not waited for (ACK_WAIT ran out)
+        self.submitted = 0             # steps submitted
+        self.stay = -1                 # rows_stay() after this many steps submitted
         self.started = len(state[0][0]) <= self.FEW     # the worker's product is under way
         if threaded:
             import queue
@@ -786,6 +791,7 @@ class _Pipeline:
             started = self.started
             if started:
                 net.recurrent(state)
+            done = 0                           # steps handed over
             while True:
                 item = inbox.get()
                 if item is None:
@@ -798,18 +804,25 @@ class _Pipeline:
                     net.recurrent(state)
                 own = len(tokens) <= few
                 out, state = net.finish(tokens, state, output=not own)
-                outbox.put((out, own, None))
-                started = own
+                done += 1
+                started = own or self.stay == done
+                outbox.put((out, own, started, None))
                 if started:
                     net.recurrent(state)       # the next step's product, before its tokens come
         except BaseException as e:             # handed to the sampling thread by result()
-            outbox.put((None, False, e))
+            outbox.put((None, False, False, e))
             try:
                 ack.release()                  # a submit() waiting for the product goes on
             except RuntimeError:
                 pass                           # it was released already
 
+    def rows_stay(self) -> None:
+        """No tune can end at the next draw: the worker may start the next product before
+        the tokens come (where it has not handed the step over yet)."""
+        self.stay = self.submitted
+
     def submit(self, tokens, sel) -> None:
+        self.submitted += 1
         if self.thread is not None:
             if self.owed:              # released long since: before the output result() took
                 self.ack.acquire()
@@ -819,7 +832,6 @@ class _Pipeline:
                 # not for long: where no core is free the worker may not run for a while,
                 # and this thread's Python work is better done meanwhile than waited out
                 self.owed = not self.ack.acquire(timeout=self.ACK_WAIT)
-            self.started = len(tokens) <= self.FEW
             return
         if sel is not None:
             self.state = [(h[sel], c[sel]) for h, c in self.state]
@@ -829,7 +841,7 @@ class _Pipeline:
         if self.thread is None:
             logits, self.pending = self.pending, None
             return logits
-        out, own, err = self.outbox.get()
+        out, own, self.started, err = self.outbox.get()
         if err is not None:
             raise err
         return self.net.output_layer(out) if own else out    # own: the worker gave the top h

@@ -467,6 +467,17 @@ def test_pipeline_hands_a_batch_over_before_the_masks(random_model):
                 assert logits.shape == (rows, len(m.vocab))
         finally:
             pipe.close()
+        # told that the rows stay, the worker starts the next product before the tokens
+        # come; the numbers are the same
+        pipe = S._Pipeline(m.net, state, threaded=True)
+        try:
+            for step in range(3):
+                pipe.submit(np.arange(rows) % 7 + 3, None)
+                pipe.rows_stay()
+                again = pipe.result()
+        finally:
+            pipe.close()
+        np.testing.assert_array_equal(again, logits)
         inline = S._Pipeline(m.net, state, threaded=False)
         for step in range(3):
             inline.submit(np.arange(rows) % 7 + 3, None)
