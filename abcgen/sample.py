@@ -754,9 +754,10 @@ class _Pipeline:
       step's product, which needs the state, not the tokens, so it runs while this thread
       draws the next tokens and builds the masks (and the worker need not be woken).
       Where a tune ends after all the product is made again on the rows that go on.
-    * with a few tunes the worker hands over the top layer's h rather than the logits,
-      which this thread makes (the product streams the recurrent kernel through the
-      worker's cache, which would push the output kernel out of it).
+    * the worker hands over the top layer's h, and this thread makes the logits while
+      the worker goes on with the next product (and, with a few tunes, in a cache that
+      product does not stream the recurrent kernel through, which would push the output
+      kernel out of it).
 
     Every product has the shape of the plain step's, so the numbers are the same."""
 
@@ -802,15 +803,14 @@ class _Pipeline:
                 if sel is not None or not started:
                     ack.release()              # submit() goes on as the product lets go of the GIL
                     net.recurrent(state)
-                own = len(tokens) <= few
-                out, state = net.finish(tokens, state, output=not own)
+                h, state = net.finish(tokens, state, output=False)
                 done += 1
-                started = own or self.stay == done
-                outbox.put((out, own, started, None))
+                started = len(tokens) <= few or self.stay == done
+                outbox.put((h, started, None))
                 if started:
                     net.recurrent(state)       # the next step's product, before its tokens come
         except BaseException as e:             # handed to the sampling thread by result()
-            outbox.put((None, False, False, e))
+            outbox.put((None, False, e))
             try:
                 ack.release()                  # a submit() waiting for the product goes on
             except RuntimeError:
@@ -841,10 +841,10 @@ class _Pipeline:
         if self.thread is None:
             logits, self.pending = self.pending, None
             return logits
-        out, own, self.started, err = self.outbox.get()
+        h, self.started, err = self.outbox.get()
         if err is not None:
             raise err
-        return self.net.output_layer(out) if own else out    # own: the worker gave the top h
+        return self.net.output_layer(h)
 
     def close(self) -> None:
         if self.thread is not None:
