@@ -754,14 +754,17 @@ class _Pipeline:
       step's product, which needs the state, not the tokens, so it runs while this thread
       draws the next tokens and builds the masks (and the worker need not be woken).
       Where a tune ends after all the product is made again on the rows that go on.
-    * the worker hands over the top layer's h, and this thread makes the logits while
-      the worker goes on with the next product (and, with a few tunes, in a cache that
-      product does not stream the recurrent kernel through, which would push the output
-      kernel out of it).
+    * with a few tunes the worker hands over the top layer's h, and this thread makes
+      the logits while the worker goes on with the next product (in a cache that product
+      does not stream the recurrent kernel through, which would push the output kernel
+      out of it).
 
     Every product has the shape of the plain step's, so the numbers are the same."""
 
     FEW = 4
+    # Whether this thread makes the logits of a batch too (it does for a few tunes):
+    # measured side by side, no faster, as this thread has the masks to build.
+    OWN_OUTPUT = False
     # Seconds submit() waits at most for the worker to start the product.
     ACK_WAIT = 0.0005
 
@@ -803,14 +806,15 @@ class _Pipeline:
                 if sel is not None or not started:
                     ack.release()              # submit() goes on as the product lets go of the GIL
                     net.recurrent(state)
-                h, state = net.finish(tokens, state, output=False)
+                own = self.OWN_OUTPUT or len(tokens) <= few
+                h, state = net.finish(tokens, state, output=not own)
                 done += 1
                 started = len(tokens) <= few or self.stay == done
-                outbox.put((h, started, None))
+                outbox.put((h, own, started, None))
                 if started:
                     net.recurrent(state)       # the next step's product, before its tokens come
         except BaseException as e:             # handed to the sampling thread by result()
-            outbox.put((None, False, e))
+            outbox.put((None, False, False, e))
             try:
                 ack.release()                  # a submit() waiting for the product goes on
             except RuntimeError:
@@ -841,10 +845,10 @@ class _Pipeline:
         if self.thread is None:
             logits, self.pending = self.pending, None
             return logits
-        h, self.started, err = self.outbox.get()
+        out, own, self.started, err = self.outbox.get()
         if err is not None:
             raise err
-        return self.net.output_layer(h)
+        return self.net.output_layer(out) if own else out
 
     def close(self) -> None:
         if self.thread is not None:
