@@ -640,6 +640,13 @@ REPEAT_BARS = [
     (_J + "|:A|d2f edB|1c3 c2:|2g3 g2:|\n", 1, 0, 0),
     (_J + "|:A|d2f edB|1c3 c2:|2g3 g3:|\n", 2, 0, 0),
     (_J + "A|d2f edB|1c3 c2:|2g3 g2:|\n", 1, 0, 0),
+    # after endings (and no |: since) abc2midi reads a bare :| as the :| of a later ending
+    (_J + "|:d2f edB|1A3 A3:|\n[2A3 A3||\nd2f edB:|\nd2f edB:|\nA|d2f edB|A3 A2|]\n", 8, 2, 1),
+    (_J + "d2f edB|1A3 A3:|2A3 A3:|\nd2f edB:|\nA|d2f edB|A3 A2|]\n", 7, 2, 1),
+    (_J + "d2f edB|1A3 A3:|2A3 A3:|\nd2f edB:|\nd2f edB|A3 A3|]\n", 6, 0, 0),
+    (_J + "A|:d2f edB|1A3 A2:|\n[2A3 A3||\nd2f edB|A3 A2:|\nA|d2f edB|A3 A2|]\n", 6, 2, 1),
+    (_J + "A|:d2f edB|1A3 A2:|\n[2A3 A3||\nd2f edB|A3 A3:|\nd2f edB|A3 A3|]\n", 6, 0, 0),
+    (_J + "|:d2f edB|1A3 A3:|\n[2A3 A3||\n|:d2f edB:|\nA|d2f edB|A3 A2|]\n", 5, 0, 0),
     # a short bar that is all the repeat goes back to: abc2midi adds up both passes and
     # counts the next piece alone, so only a full bar follows (or the end)
     (_H + "GA|BAAB BABd|:E3A FA:|\nGA|BAAB BABd|E3A FA:|\n", 3, 1, 1),
@@ -690,6 +697,12 @@ def test_the_mask_keeps_to_the_bar_rule_at_repeats(shipped_vocab):
     assert ":|" not in _after(v, j + "A|:d2f edB|1c3 c3:|\n[2g3 g2", None)
     assert ":|" in _after(v, j + "A|:d2f edB|1c3 c3:|\n[2g3 g3", None)
     assert ":|" in _after(v, j + "|:A|d2f edB|1c3 c2:|\n[2g3 g2", None)
+    # after endings, a bare :| closes a full bar, and a full bar follows
+    ended = j + "|:d2f edB|1A3 A3:|\n[2A3 A3||\n"
+    assert ":|" not in _after(v, ended + "d2f edB|A3 A2", None)
+    assert ":|" in _after(v, ended + "d2f edB|A3 A3", None)
+    assert "|" not in _after(v, ended + "d2f edB|A3 A3:|\nA", None)
+    assert "|" in _after(v, ended + "|:d2f edB:|\nA", None)
     # after a short bar that is all the repeat goes back to, a full bar
     assert "|" not in _after(v, h + "GA|BAAB BABd|:E3A FA:|\nGA", None)
     assert "|" in _after(v, h + "GA|BAAB BABd|E3A FA:|\nGA", None)

@@ -55,6 +55,7 @@ class _BarRule:
     lone: bool = False            # the part opened with a pickup after `:|`: no repeat sign
     ending: int = 0               # 0 none, 1 a first ending, 2 just after its `:|`, 3 a later one
     rep_end: Fraction = 0         # the pickup the first ending's `:|` went back to
+    ended: bool = False           # a later ending was met, and no `|:` since
     _targets_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -65,7 +66,7 @@ class _BarRule:
         if h is None:
             h = hash((self.M, self.first, self.a, self.a0, self.opening, self.need, self.strict,
                       self.part, self.fresh, self.rep, self.open_end, self.replay, self.after_end,
-                      self.lone, self.ending, self.rep_end))
+                      self.lone, self.ending, self.rep_end, self.ended))
             object.__setattr__(self, "_hash", h)
         return h
 
@@ -80,6 +81,10 @@ class _BarRule:
         if self.lone and kind in _REPEAT_CLOSE:
             # abc2midi reads the `:|` before this part's pickup as `::` once a repeat
             # sign closes the part, and counts the pickup as a short bar
+            return "wrong"
+        if self.ended and kind == B_END and self.ending != 3 and (self.strict or length != M):
+            # after endings abc2midi takes a bare `:|` only after a full bar (and, see
+            # judge, a full bar after it)
             return "wrong"
         if self.strict:
             return "half" if length == self.need else "wrong"
@@ -129,10 +134,12 @@ class _BarRule:
         ending, rep_end = self._ending_after(kind)
         base = self._replace(first=False, need=None, strict=False, part=part, opening=False,
                              fresh=target, rep=rep, open_end=False, after_end=False,
-                             lone=self.lone and kind not in _LONE_ENDS, ending=ending, rep_end=rep_end)
-        if kind == B_END and self.ending == 3:
+                             lone=self.lone and kind not in _LONE_ENDS, ending=ending, rep_end=rep_end,
+                             ended=(self.ended or ending == 3) and kind != B_START)
+        if kind == B_END and (self.ending == 3 or self.ended):
             # after `:|` closing a later ending abc2midi goes on from the bar before the
-            # first ending: a full bar, no pickup, nothing left to pair (the tune may end)
+            # first ending: a full bar, no pickup, nothing left to pair (the tune may
+            # end); after endings it reads a bare `:|` alike
             return v, base._replace(rep=0)
         if self.fresh and not self.first and kind in _REPEAT_CLOSE and v.startswith("split"):
             # a short bar that is all the repeat goes back to (`|:G2A:|`): abc2midi adds
@@ -203,24 +210,28 @@ class _BarRule:
             return self
         ending, rep_end = self._ending_after(kind)
         lone = self.lone and kind not in _LONE_ENDS
+        ended = (self.ended or ending == 3) and kind != B_START
         if self.opening:
-            return self._replace(fresh=True, rep=0, ending=ending, rep_end=rep_end, lone=lone)
+            return self._replace(fresh=True, rep=0, ending=ending, rep_end=rep_end, lone=lone, ended=ended)
         return self._replace(first=False, part=True, strict=self.need is not None, fresh=True, rep=0,
-                             open_end=False, after_end=False, ending=ending, rep_end=rep_end, lone=lone)
+                             open_end=False, after_end=False, ending=ending, rep_end=rep_end, lone=lone,
+                             ended=ended)
 
     def opener(self) -> "_BarRule":
         """After an ending mark the music goes on mid-part: no pickup there."""
         ending, rep_end = self._ending_after(B_LINE_ENDING)
+        ended = self.ended or ending == 3
         if self.open_end:   # `:|` then `[2`: the second ending follows the bar before the first
             return self._replace(first=False, part=False, need=None, strict=False, open_end=False,
-                                 after_end=False, ending=ending, rep_end=rep_end)
-        return self._replace(first=False, part=False, after_end=False, ending=ending, rep_end=rep_end)
+                                 after_end=False, ending=ending, rep_end=rep_end, ended=ended)
+        return self._replace(first=False, part=False, after_end=False, ending=ending, rep_end=rep_end,
+                             ended=ended)
 
     def meter(self, M: Fraction | None) -> "_BarRule":
         """A meter change: a pickup may follow; the anacrusis is kept for the
         split rule (used only while it is shorter than a bar)."""
         return _BarRule(M, first=True, a=self.a, a0=self.a0, part=True, opening=False, replay=self.replay,
-                        lone=self.lone, ending=self.ending, rep_end=self.rep_end)
+                        lone=self.lone, ending=self.ending, rep_end=self.rep_end, ended=self.ended)
 
     def targets(self, section_ok: bool):
         """The lengths the current piece may still end at (see _Filler.alive);

@@ -73,7 +73,8 @@ music goes on mid-part).
    the pickup as a short bar).  ``:|`` closing a second (or later) ending
    closes a full bar or one that leaves room for the pickup the first
    ending's repeat went back to, and a full bar follows it (abc2midi goes
-   back once more, then on from the bar before the first ending).  A short
+   back once more, then on from the bar before the first ending); after
+   endings, until the next ``|:``, a bare ``:|`` is taken alike.  A short
    bar that is all a repeat goes back to (``|:E3A FA:|``) is followed by a
    full bar or the end.
 
