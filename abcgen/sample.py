@@ -572,7 +572,7 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
             return row
         original = row
         if c.part_bars + 1 >= opts.part_bars:
-            row = c.toward_closing_bar(row)          # short, where the repeat plays a pickup again
+            row = c.toward_closing_bar(row, closing[i])   # short, where the repeat plays a pickup again
         want = np.zeros(len(row), dtype=bool)
         if c.part_bars + 1 >= opts.part_bars and not c.at_bar:
             closer = ":|" if parts[p] else ("|]" if p == len(parts) - 1 else "||")
@@ -586,12 +586,14 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
                 # the last bar on the line before it: a line of one letter may not
                 # take ':|' ('F:|' reads as a field); the full mask, as the closing
                 # one offers only the newline here
-                row = c.mask_view(False).copy()
+                row = c.toward_closing_bar(c.mask_view(False), closing[i]).copy()
                 row[sym_ids["\n"]] = False
             if parts[p] and c.at_bar and c.part_bars == 0:
                 want[sym_ids.get("|:", 0)] = "|:" in sym_ids
         new = row.copy()
         new[bar_ids] &= want[bar_ids]
+        if parts[p] and c.part_bars == 0 and c.in_pickup_after_repeat():
+            new[bar_ids] = False              # a repeated part opens with no pickup after :|
         new[eos] = False
         return new if new.any() else original
 

@@ -9,8 +9,9 @@ from functools import lru_cache
 from math import gcd
 from typing import Sequence
 
-from .symbols import (B_END, B_END_ENDING, B_ENDING, B_ENDSTART, B_FINAL, B_LINE_ENDING, B_PLAIN, B_START,
-                      PART_START, bar_of, duration_of, fraction_of, letter_octave, meter_value, tuplet_of)
+from .symbols import (B_DOUBLE, B_END, B_END_ENDING, B_ENDING, B_ENDSTART, B_FINAL, B_LINE_ENDING,
+                      B_PLAIN, B_START, B_THICK, PART_START, bar_of, duration_of, fraction_of,
+                      letter_octave, meter_value, tuplet_of)
 from .tokens import split_tokens
 
 # --------------------------------------------------------------------------
@@ -28,6 +29,10 @@ _NO_SPLIT = frozenset({B_PLAIN, B_ENDING})
 # Bars a repeat goes back from, and bars it goes back to (the start of the tune too).
 _REPEAT_CLOSE = frozenset({B_END, B_ENDSTART, B_END_ENDING})
 _REPEAT_TARGET = frozenset({B_START, B_ENDSTART, B_END})
+# Bars that may close a pickup after `:|` (see verdict), and those after which a
+# repeat sign no longer reaches back to that `:|` (see lone).
+_PICKUP_CLOSE = frozenset({B_PLAIN, B_DOUBLE, B_FINAL, B_THICK})
+_LONE_ENDS = frozenset({B_START, B_DOUBLE, B_FINAL, B_THICK})
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,11 @@ class _BarRule:
     rep: Fraction = 0             # the pickup a repeat goes back to (0: none)
     open_end: bool = False        # strict, but the tune may end here (after `:|`)
     replay: bool = True           # track `rep` (Form.replay)
+    after_end: bool = False       # the next piece follows `:|` (a pickup there closes at `|`)
+    lone: bool = False            # the part opened with a pickup after `:|`: no repeat sign
+    ending: int = 0               # 0 none, 1 a first ending, 2 just after its `:|`, 3 a later one
+    rep_end: Fraction = 0         # the pickup the first ending's `:|` went back to
+    ended: bool = False           # a later ending was met, and no `|:` since
     _targets_cache: dict | None = field(default=None, init=False, repr=False, compare=False)
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -55,7 +65,8 @@ class _BarRule:
         h = self._hash
         if h is None:
             h = hash((self.M, self.first, self.a, self.a0, self.opening, self.need, self.strict,
-                      self.part, self.fresh, self.rep, self.open_end, self.replay))
+                      self.part, self.fresh, self.rep, self.open_end, self.replay, self.after_end,
+                      self.lone, self.ending, self.rep_end, self.ended))
             object.__setattr__(self, "_hash", h)
         return h
 
@@ -67,16 +78,35 @@ class _BarRule:
         M = self.M
         if M is None:
             return "free" if length > 0 else "wrong"
+        if self.lone and kind in _REPEAT_CLOSE:
+            # abc2midi reads the `:|` before this part's pickup as `::` once a repeat
+            # sign closes the part, and counts the pickup as a short bar
+            return "wrong"
+        if self.ended and kind == B_END and self.ending != 3 and (self.strict or length != M):
+            # after endings abc2midi takes a bare `:|` only after a full bar (and, see
+            # judge, a full bar after it)
+            return "wrong"
         if self.strict:
             return "half" if length == self.need else "wrong"
         rf = rep_fillable or fillable
+        if kind == B_END and self.ending == 3:
+            # `:|` closing a later ending: abc2midi goes back once more and then goes on
+            # from the bar before the first ending; it takes a full bar, or one that
+            # leaves room for the pickup the first ending's repeat went back to (not
+            # for a pickup before `|:`, which the repeat does not play)
+            if length == M:
+                return "full"
+            r = self.rep_end
+            return "split" if r and length == M - r and (rf is None or rf(M - r)) else "wrong"
         if self.rep and kind in _REPEAT_CLOSE and (rf is None or rf(M - self.rep)):
             # the repeat plays the pickup again: the closing bar leaves room for it
             if length != M - self.rep:
                 return "wrong"
             return "split" if kind in _FREE_AFTER else "split-strict"
         if self.first and 0 < length < M:
-            return "pickup"
+            # after `:|` abc2midi takes a pickup closed by no repeat sign or ending
+            # (`:|A|:` adds A to the next bar)
+            return "pickup" if not self.after_end or kind in _PICKUP_CLOSE else "wrong"
         if length == M:
             return "full"
         if self.need is not None and length == self.need:
@@ -101,10 +131,23 @@ class _BarRule:
         if self.replay and self.fresh and v in ("pickup", "half") and not target:
             rep = length                         # a pickup inside the repeated part
         part = kind in PART_START
+        ending, rep_end = self._ending_after(kind)
         base = self._replace(first=False, need=None, strict=False, part=part, opening=False,
-                             fresh=target, rep=rep, open_end=False)
+                             fresh=target, rep=rep, open_end=False, after_end=False,
+                             lone=self.lone and kind not in _LONE_ENDS, ending=ending, rep_end=rep_end,
+                             ended=(self.ended or ending == 3) and kind != B_START)
+        if kind == B_END and (self.ending == 3 or self.ended):
+            # after `:|` closing a later ending abc2midi goes on from the bar before the
+            # first ending: a full bar, no pickup, nothing left to pair (the tune may
+            # end); after endings it reads a bare `:|` alike
+            return v, base._replace(rep=0)
+        if self.fresh and not self.first and kind in _REPEAT_CLOSE and v.startswith("split"):
+            # a short bar that is all the repeat goes back to (`|:G2A:|`): abc2midi adds
+            # the two passes together and counts the next piece as a bar of its own
+            return v, base
         if v == "pickup":
-            return v, base._replace(a=length, a0=length if self.opening else self.a0)
+            return v, base._replace(a=length, a0=length if self.opening else self.a0,
+                                    lone=base.lone or self.after_end)
         if v in ("split", "split-strict"):
             # after :| the music goes on from the pickup the repeat came round to: the next
             # piece must be it, though the tune may also end there
@@ -115,8 +158,23 @@ class _BarRule:
         if v == "half" and self.part:
             nxt = nxt._replace(a=length)     # this part's pickup: its end may pair with it
         if v != "wrong" and kind == B_END:
-            nxt = nxt._replace(first=True)   # the next part may open with a pickup
+            nxt = nxt._replace(first=True, after_end=True)   # the next part may open with a pickup
         return v, nxt
+
+    def _ending_after(self, kind):
+        """(ending, rep_end) after a bar of ``kind``: which ending the music is in (0 none,
+        1 a first ending, 2 right after the `:|` that closed it, 3 a later ending), and
+        the pickup the first ending's repeat went back to."""
+        e = self.ending
+        if kind in (B_ENDING, B_LINE_ENDING):          # an ending mark
+            return (3 if e in (2, 3) else 1), self.rep_end
+        if kind == B_END_ENDING:                        # `:|2`: closes one, opens the next
+            return 3, (self.rep if e != 3 else self.rep_end)
+        if kind == B_END and e == 1:
+            return 2, self.rep
+        if kind == B_PLAIN and e in (1, 3):
+            return e, self.rep_end
+        return 0, 0
 
     def _replace(self, **changes) -> "_BarRule":
         """``dataclasses.replace`` at a fraction of its cost (a bar rule is judged at
@@ -150,21 +208,30 @@ class _BarRule:
             return self.opener()
         if self.M is None:
             return self
+        ending, rep_end = self._ending_after(kind)
+        lone = self.lone and kind not in _LONE_ENDS
+        ended = (self.ended or ending == 3) and kind != B_START
         if self.opening:
-            return self._replace(fresh=True, rep=0)
+            return self._replace(fresh=True, rep=0, ending=ending, rep_end=rep_end, lone=lone, ended=ended)
         return self._replace(first=False, part=True, strict=self.need is not None, fresh=True, rep=0,
-                             open_end=False)
+                             open_end=False, after_end=False, ending=ending, rep_end=rep_end, lone=lone,
+                             ended=ended)
 
     def opener(self) -> "_BarRule":
         """After an ending mark the music goes on mid-part: no pickup there."""
+        ending, rep_end = self._ending_after(B_LINE_ENDING)
+        ended = self.ended or ending == 3
         if self.open_end:   # `:|` then `[2`: the second ending follows the bar before the first
-            return self._replace(first=False, part=False, need=None, strict=False, open_end=False)
-        return self._replace(first=False, part=False)
+            return self._replace(first=False, part=False, need=None, strict=False, open_end=False,
+                                 after_end=False, ending=ending, rep_end=rep_end, ended=ended)
+        return self._replace(first=False, part=False, after_end=False, ending=ending, rep_end=rep_end,
+                             ended=ended)
 
     def meter(self, M: Fraction | None) -> "_BarRule":
         """A meter change: a pickup may follow; the anacrusis is kept for the
         split rule (used only while it is shorter than a bar)."""
-        return _BarRule(M, first=True, a=self.a, a0=self.a0, part=True, opening=False, replay=self.replay)
+        return _BarRule(M, first=True, a=self.a, a0=self.a0, part=True, opening=False, replay=self.replay,
+                        lone=self.lone, ending=self.ending, rep_end=self.rep_end, ended=self.ended)
 
     def targets(self, section_ok: bool):
         """The lengths the current piece may still end at (see _Filler.alive);
@@ -190,6 +257,8 @@ class _BarRule:
             ts.add(self.need)
         if section_ok:
             ts.update(self.M - x for x in self.anacruses())
+            if self.ending == 3 and 0 < self.rep_end < self.M:
+                ts.add(self.M - self.rep_end)     # a later ending's `:|` (see verdict)
         return ("exact", tuple(sorted(ts)))
 
 

@@ -65,6 +65,19 @@ music goes on mid-part).
    ``:|`` followed by ``|:`` at a line start keeps no leave of ``:|``: the
    next piece is a full bar or the other half of the bar before.
 
+   Where abc2midi plays repeats its own way (each case in test_grammar's
+   REPEAT_BARS, played by abc2midi): a pickup after ``:|`` closes at a bar
+   that is no repeat sign or ending (abc2midi adds the ``A`` of ``:|A|:`` to
+   the next bar), and no repeat sign closes the part it opens until ``|:``,
+   ``||``, ``[|`` or ``|]`` (abc2midi would read that ``:|`` as ``::`` and
+   the pickup as a short bar).  ``:|`` closing a second (or later) ending
+   closes a full bar or one that leaves room for the pickup the first
+   ending's repeat went back to, and a full bar follows it (abc2midi goes
+   back once more, then on from the bar before the first ending); after
+   endings, until the next ``|:``, a bare ``:|`` is taken alike.  A short
+   bar that is all a repeat goes back to (``|:E3A FA:|``) is followed by a
+   full bar or the end.
+
 3. No token may leave the piece with no way to end: a piece only grows to
    lengths from which some allowed end is still reachable with the
    vocabulary's durations (tuplet groups included), so sampling never
@@ -587,6 +600,14 @@ class AbcConstraint:
         """Complete bars of the current part so far (a part starts after a section
         bar: ``|:`` ``:|`` ``::`` ``||`` ``|]`` ``[|``)."""
         return self._s.bars - self._s.part_start
+
+    def in_pickup_after_repeat(self) -> bool:
+        """The piece under way follows ``:|`` and would close as a pickup: the part it
+        opens could then not be closed by a repeat sign (abc2midi would read the
+        ``:|`` before it as ``::``; see the bar rule's ``lone``)."""
+        s = self._s
+        r = s.rule
+        return s.phase == 6 and r.first and r.after_end and r.M is not None and 0 < s.pos < r.M
 
     @property
     def at_bar(self) -> bool:
@@ -1497,11 +1518,13 @@ class AbcConstraint:
             c = self._toward_goal(s, c)
         return c
 
-    def toward_closing_bar(self, row: np.ndarray) -> np.ndarray:
+    def toward_closing_bar(self, row: np.ndarray, tonic: bool = False) -> np.ndarray:
         """row without the sounds and durations that take the piece past the length
         a bar that heads for the end may close it at (for the last bar of a part,
         where the sampler wants its closing bar: after a pickup the repeat plays
-        again, a short one); row itself where that leaves nothing."""
+        again, a short one); row itself where that leaves nothing.  ``tonic``: the
+        bar ends the tune, so its first sound, too, leaves room for a tonic note
+        before that length (as the closing mask does for the sounds after it)."""
         s = self._s
         if s.chord is not None or s.phase < 6 or s.tup_left:
             return row
@@ -1512,6 +1535,8 @@ class AbcConstraint:
         if not out.any():
             out = row
         if s.last in ("nl", "bar"):
+            if tonic and self._form is not None and self._form.tonic:
+                out = self._closing_tonic(s, row, out)
             return out
         return self._toward_goal(s, out)
 
@@ -1586,6 +1611,8 @@ class AbcConstraint:
                     out[durs] = False
                 else:
                     ok = self._filler.alive_many(pos + unit, 0, 1, 1, self._targets(after))
+                    if goal is not None:     # a tonic note still fits before the closing bar
+                        ok &= pos + unit <= goal
                     out[durs[~ok]] = False
         return out if out.any() else c
 
