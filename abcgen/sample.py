@@ -667,8 +667,10 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     # the GIL) while this one draws the tokens, advances the ABC state machines and builds
     # their masks: on two cores the step and the mask cost the longer of the two, not their
     # sum.  The step's big product, the recurrent one, needs the state but not the tokens,
-    # so it starts as soon as the last step is done, before the draw (_Pipeline).  Nothing
-    # random happens in the thread, so the output is the same byte for byte either way.
+    # so where no row can drop out it starts as soon as the last step is done, before the
+    # draw (_Pipeline).  One or a few tunes step in the thread only where a core is free for
+    # it.  Nothing random happens in the thread, so the output is the same byte for byte
+    # either way.
     threaded = cons is not None and (n >= OVERLAP_MIN_BATCH or spare_core())
     pipe = _Pipeline(model.net, state, threaded=threaded)
     mask = masks(active, 0)
@@ -809,10 +811,10 @@ class _Pipeline:
                     ack.release()              # submit() goes on as the product lets go of the GIL
                     net.recurrent(state)
                 own = self.OWN_OUTPUT or len(tokens) <= few
-                h, state = net.finish(tokens, state, output=not own)
+                out, state = net.finish(tokens, state, output=not own)   # own: the top h
                 done += 1
                 started = len(tokens) <= few or self.stay == done
-                outbox.put((h, own, started, None))
+                outbox.put((out, own, started, None))
                 if started:
                     net.recurrent(state)       # the next step's product, before its tokens come
         except BaseException as e:             # handed to the sampling thread by result()
