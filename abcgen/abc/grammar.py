@@ -464,6 +464,7 @@ class AbcConstraint:
         self._bar_endstart_ids = self._bar_idx[self._bar_endstart]
         # Form tables
         self._final_ids = np.array([i for i, b in self._bar_ids if b[0] == B_FINAL], dtype=np.int64)
+        self._final_list = self._final_ids.tolist()
         self._line_ending_first = {i: b[1] for i, b in self._bar_ids if b[0] == B_LINE_ENDING}
         self._tonic_memo: dict = {}       # (key, token id) -> _is_tonic
         self._has_tonic_memo: dict = {}   # key -> tonic_of(key) is not None
@@ -1200,17 +1201,26 @@ class AbcConstraint:
             out &= keep
         if f.whole_parts and s.last in ("sound", "dur", "tie") and s.rule.M is not None:
             # no section bar that would leave half a bar for the next part
-            half = ~self._bar_verdicts(s, ("split-strict",))
-            out[self._bar_idx[half & ~self._bar_plain]] = False
-        eos = self._ids[K_EOS]
-        if out[eos].any() and not self._form_end_ok(s):
-            out[eos] = False
+            out[self._half_bar_ids(s)] = False
+        if out[EOS_ID] and not self._form_end_ok(s):
+            out[EOS_ID] = False
         if f.final_last and self._nl_id is not None:
-            for i in self._final_ids:
+            for i in self._final_list:
                 if out[i]:
-                    after = self._step(self._step(s, int(i)), self._nl_id)
+                    after = self._step(self._step(s, i), self._nl_id)
                     out[i] = self._end_ok(after) and self._form_end_ok(after)
         return out if out.any() else m
+
+    def _half_bar_ids(self, s: _State) -> np.ndarray:
+        """The section bars (not plain) whose verdict here is 'split-strict' (they would
+        leave half a bar for the next part), memoized as _bar_verdicts is."""
+        key = (s.rule, s.pos, None)
+        hit = self._verdict_rows.get(key)
+        if hit is None:
+            half = ~self._bar_verdicts(s, ("split-strict",))
+            hit = self._bar_idx[half & ~self._bar_plain]
+            _remember(self._verdict_rows, key, hit)
+        return hit
 
     def _tuplet_mask(self, s: _State) -> np.ndarray:
         """_tuplet_ok over the tuplet tokens where a tuplet may start, memoized
