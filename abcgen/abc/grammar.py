@@ -424,6 +424,8 @@ class AbcConstraint:
                            for k, info in zip(self._kinds, self._info)]
         self._lo_index = los
         self._pitch_ids = np.flatnonzero(kind == K_PITCH)
+        self._all_pitches = np.ones(len(self._pitch_ids), dtype=bool)
+        self._all_pitches.flags.writeable = False
         self._p_lo = lo_codes[self._pitch_ids]
         self._ids = {k: np.flatnonzero(kind == k) for k in range(15)}
         self._letter_ids = np.array([i for i in self._pitch_ids if len(syms[i]) == 1],
@@ -448,6 +450,8 @@ class AbcConstraint:
         self._open_id = int(self._ids[K_OPEN][0]) if len(self._ids[K_OPEN]) else None
         self._close_id = int(self._ids[K_CLOSE][0]) if len(self._ids[K_CLOSE]) else None
         self._nl_id = int(self._ids[K_NL][0]) if len(self._ids[K_NL]) else None
+        self._tie_id = int(self._ids[K_TIE][0]) if len(self._ids[K_TIE]) else None
+        self._space_id = int(self._ids[K_SPACE][0]) if len(self._ids[K_SPACE]) else None
         bar_kinds = {info[0] for _, info in self._bar_ids}
         self._has_end = B_END in bar_kinds
         self._units = [info[1] for _, info in self._field_ids if info[0] == "L"]
@@ -897,8 +901,10 @@ class AbcConstraint:
         return True
 
     def _pitch_mask(self, s: _State) -> np.ndarray:
-        """_pitch_ok over all pitch tokens at once."""
+        """_pitch_ok over all pitch tokens at once (read-only where all are allowed)."""
         ids = self._pitch_ids
+        if not s.chord and not s.tie_req:
+            return self._all_pitches
         ok = np.ones(len(ids), dtype=bool)
         if s.chord:
             ok &= ~np.isin(self._p_lo, [self._lo_index[lo] for lo in s.chord])
@@ -1149,11 +1155,16 @@ class AbcConstraint:
         if s.last == "nl":
             if fields:
                 m[self._field_idx] = self._line_fields(s)
-        m[self._ids[K_EOS]] = self._end_ok(s)
-        m[self._ids[K_TIE]] = self._tie_ok(s)
-        # _space_ok: for a sound end, slot is _default_ok, start _sound_start_ok
-        m[self._ids[K_SPACE]] = sound_end and not s.tup_left and slot and (start or tuplets)
-        m[self._ids[K_NL]] = self._nl_ok(s)
+        # the one-token kinds by their ids (an item, not a fancy index, to set)
+        m[EOS_ID] = self._end_ok(s)
+        tie = self._tie_ok(s)
+        if self._tie_id is not None:
+            m[self._tie_id] = tie
+        if self._space_id is not None:
+            # _space_ok: for a sound end, slot is _default_ok, start _sound_start_ok
+            m[self._space_id] = sound_end and not s.tup_left and slot and (start or tuplets)
+        if self._nl_id is not None:
+            m[self._nl_id] = self._nl_ok(s)
         return m, True
 
     # ---------------------------------------------------------------- form
