@@ -387,7 +387,7 @@ def train_roll(out: Path, given: dict, resume: bool = False, log=print) -> dict:
 
         def line(improved: bool) -> str:
             return (f"epoch {epoch}: train loss {row['train_loss']:.5f}; valid NLL {vnll:.4f}/frame, "
-                    f"frame accuracy {100 * vm['frame_accuracy']:.2f} %, FP {vm['fp']}, FN {vm['fn']}"
+                    f"frame accuracy {100 * vm['frame_accuracy']:.2f} % (greedy), FP {vm['fp']}, FN {vm['fn']}"
                     f"{' (best)' if improved else ''}; {row['frames_per_s']:.0f} frames/s")
 
         return row, vnll, export_best, line
