@@ -434,6 +434,9 @@ def evaluate_run(run_dir: Path, *, corpus: str | None = None, split: str = "test
     except ValueError as e:
         raise InputError(str(e)) from None
     nade = is_nade(model)
+    if decision is not None and not nade:
+        raise InputError(f"--decision is for a NADE output; {run.path} has independent outputs "
+                         "(each key decided at probability 0.5)")
     counts = evaluate_rolls(model, pieces, decisions=("greedy", dec) if nade else ("greedy",))
     greedy = roll_metrics(counts["greedy"])
     m = roll_metrics(counts[dec.name]) if nade else greedy

@@ -325,6 +325,20 @@ def test_nade_run_trains_exports_and_samples(tmp_path):
     assert (g["fp"], g["fn"]) == (r["greedy_fp"], r["greedy_fn"])
     with pytest.raises(InputError, match="decision rule"):
         evaluate_run(run, split="test", decision="vote")
+    # The CLI passes --decision through, and refuses it where there is no NADE run to decide for.
+    from typer.testing import CliRunner
+
+    from abcgen.cli import app
+
+    cli = CliRunner()
+    res = cli.invoke(app, ["evaluate", "--model", str(run), "--split", "test", "--decision", "greedy", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert (out["decision"], out["frame_accuracy_pct"]) == ("greedy", g["frame_accuracy_pct"])
+    res = cli.invoke(app, ["evaluate", "--model", str(run), "--split", "test", "--decision", "vote"])
+    assert res.exit_code != 0 and "decision rule" in res.output and "Traceback" not in res.output
+    res = cli.invoke(app, ["evaluate", "--decision", "greedy", str(tmp_path / "none.abc")])
+    assert res.exit_code != 0 and "--decision is for --model" in res.output
 
     # Sampling draws each frame jointly, seeded; the threshold is deterministic.
     a = P.sample_roll(m, roll[:8], 12, seed=4)
