@@ -30,9 +30,10 @@ from .errors import InputError
 
 
 def evaluate_model(model: Path | str | None, *, corpus: str | None = None, split: str = "test",
-                   baselines: bool = True, log=None) -> dict:
+                   baselines: bool = True, log=None, decision: str | None = None) -> dict:
     """Held-out bits of a model: a run directory (its best.keras, with Keras) or an exported
-    ``.npz`` (NumPy only); ``None`` is the model that ships with abcgen."""
+    ``.npz`` (NumPy only); ``None`` is the model that ships with abcgen.  ``decision`` is the
+    frame decision of a piano-roll NADE run (abcgen.nade.Decision), refused for other models."""
     from .corpus import SPLITS
     from .sample import resolve_model
 
@@ -40,13 +41,17 @@ def evaluate_model(model: Path | str | None, *, corpus: str | None = None, split
         raise InputError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
     path = resolve_model(None) if model is None else Path(model).expanduser()
     if path.is_dir():
-        return _evaluate_run(path, corpus=corpus, split=split, baselines=baselines, log=log)
+        return _evaluate_run(path, corpus=corpus, split=split, baselines=baselines, log=log,
+                             decision=decision)
     if not path.exists():
         raise InputError("no such model file or run directory", file=str(path))
+    if decision is not None:
+        raise InputError("--decision is for piano-roll runs with a NADE output, not an exported text model",
+                         file=str(path))
     return _evaluate_npz(path, corpus=corpus, split=split, baselines=baselines, log=log)
 
 
-def _evaluate_run(run_dir: Path, *, corpus, split, baselines, log) -> dict:
+def _evaluate_run(run_dir: Path, *, corpus, split, baselines, log, decision=None) -> dict:
     from .abc.tokens import Vocabulary
     from .corpus import prepare
     from .runs import RunDir, TrainConfig, load_model, quiet_tensorflow
@@ -59,7 +64,9 @@ def _evaluate_run(run_dir: Path, *, corpus, split, baselines, log) -> dict:
     if run.read_json("config.json").get("format") == "pianoroll":
         from .pianoroll_train import evaluate_run
 
-        return evaluate_run(run.path, corpus=corpus, split=split, log=log)
+        return evaluate_run(run.path, corpus=corpus, split=split, log=log, decision=decision)
+    if decision is not None:
+        raise InputError(f"--decision is for piano-roll runs with a NADE output; {run.path} is a text model")
     cfg = TrainConfig.from_dict(run.read_json("config.json"))
     vocab = Vocabulary.load(run.path / "vocab.json")
     corpus = corpus or cfg.corpus

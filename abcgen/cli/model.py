@@ -147,6 +147,9 @@ def evaluate(
     split: Optional[str] = typer.Option(None, "--split", help="train | valid | test [test]."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines",
                                    help="Also the 5-gram Kneser-Ney and xz baselines."),
+    decision: Optional[str] = typer.Option(None, "--decision",
+                                           help="Piano-roll NADE runs: the frame decision behind frame accuracy, "
+                                                "marginal-S>T | mbr-S | greedy, optional @SEED [marginal-128>0.25]."),
     json_out: bool = typer.Option(False, "--json", help="Last line of stdout: the figures as JSON."),
 ):
     """Tunes: validity, histograms, structure and novelty beside a corpus; a model: held-out bits."""
@@ -157,6 +160,8 @@ def evaluate(
         fail("give a tune book to check, or --model RUN_DIR|MODEL.npz / --corpus C --split S (or both)")
     if timeout <= 0:
         fail("--timeout must be positive")
+    if decision is not None and not use_model:
+        fail("--decision is for --model RUN_DIR (a piano-roll run with --output nade)")
     if report_dir is not None and tunes is None:
         fail("-O REPORT_DIR needs a tune book")
     if model is not None and Path(model).expanduser().is_dir():
@@ -172,7 +177,8 @@ def evaluate(
         r.update(ev.evaluate_tunes(tunes, jobs=jobs, timeout=timeout, against=ref, log=log))
         print(ev.format_tunes_report(r))
     if use_model:
-        m = ev.evaluate_model(model, corpus=corpus, split=split or "test", baselines=baselines, log=log)
+        m = ev.evaluate_model(model, corpus=corpus, split=split or "test", baselines=baselines, log=log,
+                              decision=decision)
         print(ev.format_model_report(m))
         r.update(m)
     if report_dir is not None:
