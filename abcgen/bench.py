@@ -123,8 +123,7 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
     tmp = Path(tempfile.mkdtemp(prefix="abcgen-bench-"))
     if model_path:
         npz = S.resolve_model(None if model_path == "default" else model_path)
-        m = S.Model(npz)
-        vocab = m.vocab
+        vocab = S.Model(npz).vocab
         from .runs import load_model
 
         # The naive Keras loop needs the run's Keras model; an exported .npz alone (the
@@ -136,44 +135,20 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
         kmodel = build_text_model(len(vocab), hidden=hidden, layers=layers)
         npz = tmp / "model.npz"
         export_npz(kmodel, npz, {"vocab": vocab.to_dict()}, dtype="float32")
-        m = S.Model(npz)
     r = {"hidden": hidden, "layers": layers, "vocab": len(vocab), "model": str(npz)}
 
-    def timed(count, at_least=min_tokens):
-        """Tokens/s over whole samplings (seeds 1, 2, ...) of `count` tunes, until at
-        least `at_least` tokens: one short tune is too brief to time."""
-        n, dt, seed = 0, 0.0, 1
-        while n < at_least:
-            opts = S.SampleOptions(count=count, seed=seed, max_tokens=tokens)
-            t0 = time.perf_counter()
-            texts = S.sample(m, opts)
-            dt += time.perf_counter() - t0
-            n += sum(len(vocab.encode(t, add_markers=False)) for t in texts)
-            seed += 1
-        return n / dt, n
-
-    def ceiling(count, steps=max(20, min_tokens // 8)):
-        """Tokens/s of the LSTM step alone at this batch (no mask, no drawing): the
-        GEMM-bound ceiling that the sampler's per-token Python work is measured against."""
-        _, state = m.net.run(np.asarray([vocab.bos_id], dtype=np.int64))
-        state = [(np.repeat(h, count, axis=0), np.repeat(c, count, axis=0)) for h, c in state]
-        tok = np.full(count, vocab.bos_id, dtype=np.int64)
-        m.net.step(tok, state)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            logits, state = m.net.step(tok, state)
-            tok = np.asarray(logits).argmax(axis=-1).astype(np.int64)
-        return count * steps / (time.perf_counter() - t0)
-
-    S.sample(m, S.SampleOptions(count=2, seed=0, max_tokens=20))  # warm-up
-    r["numpy_1_tokens_per_s"], n1 = timed(1)
-    r["numpy_64_tokens_per_s"], n64 = timed(64)
-    r["step_only_1_tokens_per_s"] = ceiling(1)
-    r["step_only_64_tokens_per_s"] = ceiling(64)
-    log(f"NumPy sampler with the ABC mask, 1 tune: {r['numpy_1_tokens_per_s']:,.0f} tokens/s ({n1} tokens); "
-        f"the LSTM step alone: {r['step_only_1_tokens_per_s']:,.0f}")
-    log(f"NumPy sampler with the ABC mask, 64 tunes: {r['numpy_64_tokens_per_s']:,.0f} tokens/s ({n64} tokens); "
-        f"the LSTM step alone: {r['step_only_64_tokens_per_s']:,.0f}")
+    # Each batch size is timed in its own process with the BLAS threads `abcgen sample`
+    # would choose for it (abcgen.threads: one below 8 tunes, else the cores other
+    # processes leave free), unless the environment sets them: threads are fixed when
+    # NumPy loads, and one count for both sizes would misstate one of them.
+    for count in (1, 64):
+        c = _rates_in_child(npz, count, tokens, min_tokens)
+        r[f"numpy_{count}_tokens_per_s"] = c["tokens_per_s"]
+        r[f"step_only_{count}_tokens_per_s"] = c["step_only_tokens_per_s"]
+        r[f"blas_threads_{count}"] = c["blas_threads"]
+        log(f"NumPy sampler with the ABC mask, {count} tune{'s' if count > 1 else ''}: "
+            f"{c['tokens_per_s']:,.0f} tokens/s ({c['tokens']} tokens); the LSTM step alone: "
+            f"{c['step_only_tokens_per_s']:,.0f} ({c['blas_threads']} BLAS thread{'s' if c['blas_threads'] != '1' else ''})")
     if kmodel is None:
         log("naive Keras loop: not timed (no best.keras beside the model)")
 
@@ -217,6 +192,67 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
         if isinstance(v, float):
             r[k] = round(v, 2)
     return r
+
+
+def sampler_rates(npz: str, count: int, tokens: int = 400, min_tokens: int = 2000) -> dict:
+    """Tokens/s of whole samplings of ``count`` tunes (seeds 1, 2, ... until at least
+    ``min_tokens`` tokens: one short tune is too brief to time), and of the LSTM step alone at
+    the same batch (no mask, no drawing): the GEMM-bound ceiling that the sampler's per-token
+    Python work is measured against.  Uses this process's BLAS threads."""
+    from pathlib import Path
+
+    from . import sample as S
+
+    m = S.Model(Path(npz))
+    vocab = m.vocab
+    S.sample(m, S.SampleOptions(count=2, seed=0, max_tokens=20))  # warm-up
+    n, dt, seed = 0, 0.0, 1
+    while n < min_tokens:
+        opts = S.SampleOptions(count=count, seed=seed, max_tokens=tokens)
+        t0 = time.perf_counter()
+        texts = S.sample(m, opts)
+        dt += time.perf_counter() - t0
+        n += sum(len(vocab.encode(t, add_markers=False)) for t in texts)
+        seed += 1
+    steps = max(20, min_tokens // 8)
+    _, state = m.net.run(np.asarray([vocab.bos_id], dtype=np.int64))
+    state = [(np.repeat(h, count, axis=0), np.repeat(c, count, axis=0)) for h, c in state]
+    tok = np.full(count, vocab.bos_id, dtype=np.int64)
+    m.net.step(tok, state)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        logits, state = m.net.step(tok, state)
+        tok = np.asarray(logits).argmax(axis=-1).astype(np.int64)
+    step_only = count * steps / (time.perf_counter() - t0)
+    return {"tokens_per_s": n / dt, "tokens": n, "step_only_tokens_per_s": step_only}
+
+
+def _rates_in_child(npz, count: int, tokens: int, min_tokens: int) -> dict:
+    """sampler_rates in a fresh process whose BLAS threads are chosen for ``count`` tunes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .threads import BLAS_VARS, blas_threads
+
+    env = dict(os.environ)
+    n = str(blas_threads(count))
+    for var in BLAS_VARS:
+        env.setdefault(var, n)
+    code = ("import json, sys\n"
+            "from abcgen.bench import sampler_rates\n"
+            "print(json.dumps(sampler_rates(sys.argv[1], *map(int, sys.argv[2:]))))\n")
+    p = subprocess.run([sys.executable, "-c", code, str(npz), str(count), str(tokens), str(min_tokens)],
+                       capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        from .errors import AbcgenError
+
+        raise AbcgenError(f"the sampler's timing at {count} tune(s) failed: {tail}")
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out["blas_threads"] = env["OPENBLAS_NUM_THREADS"]
+    return out
 
 
 # --------------------------------------------------------------------------- the studio under load

@@ -431,12 +431,16 @@ def test_form_parts():
 
 
 @pytest.mark.slow
-def test_bench_sample_times_the_shipped_model_beside_its_step_alone():
+def test_bench_sample_times_the_shipped_model_beside_its_step_alone(monkeypatch):
     """bench sample --model default: the sampler with its mask beside the LSTM step alone at the
-    same batch (the mask's cost shows as the gap); no Keras model ships, so no naive loop."""
+    same batch (the mask's cost shows as the gap); no Keras model ships, so no naive loop.
+    Each batch size runs in a process with the BLAS threads `abcgen sample` picks for it."""
     pytest.importorskip("keras")
     from abcgen.bench import bench_sample
+    from abcgen.threads import BLAS_VARS
 
+    for var in BLAS_VARS:
+        monkeypatch.delenv(var, raising=False)
     lines = []
     r = bench_sample(model_path="default", tokens=60, min_tokens=200, log=lines.append)
     assert r["model"].endswith("default.npz") and "keras_naive_tokens_per_s" not in r
@@ -448,6 +452,8 @@ def test_bench_sample_times_the_shipped_model_beside_its_step_alone():
     # short timings taken one after the other on a shared machine may swap by some noise
     assert r["step_only_64_tokens_per_s"] * 1.5 > r["numpy_64_tokens_per_s"]
     assert any("not timed" in ln for ln in lines) and r["process_ok"]
+    assert r["blas_threads_1"] == "1" and int(r["blas_threads_64"]) >= 1
+    assert any("(1 BLAS thread)" in ln for ln in lines)
 
 
 def test_pipeline_hands_a_batch_over_before_the_masks(random_model):
