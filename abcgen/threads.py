@@ -2,8 +2,12 @@
 
 Two BLAS threads on two cores that another process keeps busy spin against each other (a
 64 x 512 by 512 x 2048 product went from about 1 ms to 26 ms), and the products of a few tunes
-are too small to share.  So: one thread below a batch of 8 tunes; otherwise one per core that
-other processes leave free (measured over 50 ms), at least one.
+are too small to share.  And the sampler runs its LSTM step in a thread of its own while its
+sampling thread builds the masks (abcgen.sample._Pipeline), so that thread keeps a core busy as
+the product runs.  So: one thread below a batch of 8 tunes; otherwise one per core that other
+processes leave free (measured over 50 ms), less the core of the sampling thread, at least one.
+On two idle cores, `OPENBLAS_NUM_THREADS=1 abcgen bench sample --model default` gave 25,100-27,100
+tokens/s at 64 tunes, two threads 17,100-18,700.
 """
 
 from __future__ import annotations
@@ -79,7 +83,8 @@ def spare_core(reads: int = 3) -> bool:
 
 
 def blas_threads(batch: int) -> int:
-    return 1 if batch < BATCH_FOR_THREADS else free_cores()
+    """One below BATCH_FOR_THREADS tunes, else the free cores less the sampling thread's."""
+    return 1 if batch < BATCH_FOR_THREADS else max(1, free_cores() - 1)
 
 
 def set_blas_threads(batch: int) -> int:

@@ -1,4 +1,4 @@
-"""BLAS thread counts: one for a few tunes, never more than the free cores."""
+"""BLAS thread counts: one for a few tunes, never more than the free cores less the sampler's own."""
 
 import os
 import subprocess
@@ -12,10 +12,11 @@ from abcgen import threads
 @pytest.mark.parametrize("cores,load,batch,want", [
     (2, 0.0, 1, 1),      # one tune: one thread, however idle the machine
     (2, 0.0, 7, 1),
-    (2, 0.0, 64, 2),     # a batch on an idle machine: every core
-    (2, 1.2, 64, 1),     # another busy process: the free core only
+    (2, 0.0, 64, 1),     # a batch on two idle cores: one, the other runs the sampling thread
+    (4, 0.0, 64, 3),     # every core but the sampling thread's
+    (2, 1.2, 64, 1),     # another busy process: still one
     (2, 5.0, 64, 1),     # overloaded: still one
-    (16, 3.4, 64, 13),
+    (16, 3.4, 64, 12),   # 13 free, less the sampling thread's
 ])
 def test_blas_threads(monkeypatch, cores, load, batch, want):
     monkeypatch.setattr(os, "cpu_count", lambda: cores)

@@ -246,8 +246,8 @@ def sample(
     if output is not None or threshold is not None:
         fail("-o and --threshold are for --format pianoroll; ABC tunes go to stdout")
 
-    # BLAS threads, set before NumPy loads (abcgen.threads): one for a few tunes, the free
-    # cores for a batch of 8 or more (1.8 times faster on two idle cores, abcgen bench sample).
+    # BLAS threads, set before NumPy loads (abcgen.threads): one for a few tunes, for a batch
+    # of 8 or more the free cores less the one the sampling thread keeps busy.
     from ..threads import set_blas_threads
 
     set_blas_threads(count)
