@@ -766,9 +766,6 @@ class _Pipeline:
     Every product has the shape of the plain step's, so the numbers are the same."""
 
     FEW = 4
-    # Whether this thread makes the logits of a batch too (it does for a few tunes):
-    # measured side by side, no faster, as this thread has the masks to build.
-    OWN_OUTPUT = False
     # Seconds submit() waits at most for the worker to start the product.
     ACK_WAIT = 0.0005
 
@@ -810,7 +807,9 @@ class _Pipeline:
                 if sel is not None or not started:
                     ack.release()              # submit() goes on as the product lets go of the GIL
                     net.recurrent(state)
-                own = self.OWN_OUTPUT or len(tokens) <= few
+                # a few tunes: hand over the top h, the sampling thread makes the logits (for a
+                # batch, measured side by side, no faster: that thread has the masks to build)
+                own = len(tokens) <= few
                 out, state = net.finish(tokens, state, output=not own)   # own: the top h
                 done += 1
                 started = len(tokens) <= few or self.stay == done
