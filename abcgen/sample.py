@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AbcgenError, InputError
-from .threads import spare_core
+from .threads import current_blas_threads, spare_core
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
 # Steps past --max-tokens the closing moves get before the sampler ends a tune itself.
@@ -44,7 +44,8 @@ MAX_TEMPERATURE = 5.0
 # every tune has its own generator (tune_seed), so the batches change no tune.
 SAMPLE_BATCH = 64
 # From this many tunes on (with the mask on), the LSTM step runs in a thread beside the state
-# machines; below, only where a core is free for it (threads.spare_core).
+# machines; below, only where a core is free for it (threads.spare_core) and BLAS does not
+# take that core already (two BLAS threads split a few tunes' product: threads.blas_threads).
 OVERLAP_MIN_BATCH = 4
 
 
@@ -669,9 +670,11 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     # sum.  The step's big product, the recurrent one, needs the state but not the tokens,
     # so where no row can drop out it starts as soon as the last step is done, before the
     # draw (_Pipeline).  One or a few tunes step in the thread only where a core is free for
-    # it.  Nothing random happens in the thread, so the output is the same byte for byte
+    # it and BLAS runs one thread (with two, it splits their product over both cores, and
+    # the step runs in turn with the masks: faster, as their masks are few).  Nothing random happens in the thread, so the output is the same byte for byte
     # either way.
-    threaded = cons is not None and (n >= OVERLAP_MIN_BATCH or spare_core())
+    threaded = cons is not None and (n >= OVERLAP_MIN_BATCH or (
+        current_blas_threads() == 1 and spare_core()))
     pipe = _Pipeline(model.net, state, threaded=threaded)
     mask = masks(active, 0)
     mask = wants_end(active, logits, mask)

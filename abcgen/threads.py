@@ -1,13 +1,20 @@
 """How many BLAS threads a NumPy sampling process should use, chosen before NumPy loads.
 
 Two BLAS threads on two cores that another process keeps busy spin against each other (a
-64 x 512 by 512 x 2048 product went from about 1 ms to 26 ms), and the products of a few tunes
-are too small to share.  And the sampler runs its LSTM step in a thread of its own while its
+64 x 512 by 512 x 2048 product went from about 1 ms to 26 ms): threads only on free cores.
+A batch's sampler runs its LSTM step in a thread of its own while its
 sampling thread builds the masks (abcgen.sample._Pipeline), so that thread keeps a core busy as
-the product runs.  So: one thread below a batch of 8 tunes; otherwise one per core that other
-processes leave free (measured over 50 ms), less the core of the sampling thread, at least one.
-On two idle cores, `OPENBLAS_NUM_THREADS=1 abcgen bench sample --model default` gave 25,100-27,100
+the product runs.  So a batch of 8 tunes or more gets one thread per core that other processes
+leave free (measured over 50 ms), less the core of the sampling thread, at least one.  On two
+idle cores, `OPENBLAS_NUM_THREADS=1 abcgen bench sample --model default` gave 25,100-27,100
 tokens/s at 64 tunes, two threads 17,100-18,700.
+
+A few tunes are the other way round: their product is a matrix-vector one, bound by memory
+(the 4 MB recurrent kernel streamed once a token), and split across two cores each streams
+half of it from its own cache: 40 us against 150 us on one (NumpyLSTM._recurrent_into).  The
+masks of a few tunes are a small share of a step, so they run in turn with the product
+(no step thread) and two BLAS threads take both cores, where the second is free now
+(spare_core); where it is not, one.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import os
 
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-#: Below this many tunes at once, one thread (the per-token products are too small to share).
+#: From this many tunes at once, a batch (blas_threads): below, a few tunes.
 BATCH_FOR_THREADS = 8
 
 
@@ -33,16 +40,25 @@ def busy_cores(interval: float = 0.05) -> float | None:
     import time
 
     try:
-        a = _cpu_times()
+        a, own_a = _cpu_times(), _own_cpu()
         time.sleep(interval)
-        b = _cpu_times()
+        b, own_b = _cpu_times(), _own_cpu()
     except (OSError, ValueError, IndexError):
         return None
     total = sum(b) - sum(a)
     idle = (b[3] + b[4]) - (a[3] + a[4]) if len(a) > 4 else b[3] - a[3]
     if total <= 0:
         return None
-    return (1.0 - idle / total) * (os.cpu_count() or 1)
+    # this process's own threads are no other process (a BLAS thread of its own spins on for
+    # a while after a product: OpenBLAS waits for the next one busily)
+    return max(0.0, 1.0 - (idle + own_b - own_a) / total) * (os.cpu_count() or 1)
+
+
+def _own_cpu() -> int:
+    """This process's CPU time (user + system) in the ticks of /proc/stat, from /proc/self/stat."""
+    with open("/proc/self/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def free_cores() -> int:
@@ -65,33 +81,67 @@ def _running() -> int:
         return int(f.read().split()[3].split("/")[0])
 
 
-def spare_core(reads: int = 3) -> bool:
+def _own_running() -> int:
+    """Threads of this process running or ready to run now (the reader included, so at least
+    one): the state field of /proc/self/task/*/stat."""
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat", encoding="ascii") as f:
+                n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except OSError:          # the thread ended meanwhile
+            continue
+    return max(n, 1)
+
+
+def spare_core(reads: int = 5) -> bool:
     """Is a core free beside the one the caller runs on, now?  From the count of threads
-    ready to run, read a few times (a snapshot: free, unlike busy_cores' 50 ms; the most
-    of the reads, so a busy process that happens to wait at one read still counts).  The
+    ready to run, read a few times (a snapshot: free, unlike busy_cores' 50 ms; the median
+    of the reads, so neither a kernel thread that runs at one read nor a busy process that
+    happens to wait at one changes the answer).  The
     sampler asks it before it steps one tune's LSTM in a second thread: with no free core
-    the two threads would take turns on one and add their handovers.  Where /proc/loadavg
-    is missing: whether the machine has two cores."""
+    the two threads would take turns on one and add their handovers.  The caller's own
+    threads do not count (a BLAS thread of its own may spin on after a product).  Where
+    /proc/loadavg is missing: whether the machine has two cores."""
     cores = os.cpu_count() or 1
     if cores < 2:
         return False
     try:
-        others = max(_running() for _ in range(reads)) - 1
+        others = sorted(_running() - _own_running() for _ in range(reads))[reads // 2]
     except (OSError, ValueError, IndexError):
         return True
     return others <= cores - 2
 
 
-def blas_threads(batch: int) -> int:
-    """One below BATCH_FOR_THREADS tunes, else the free cores less the sampling thread's."""
-    return 1 if batch < BATCH_FOR_THREADS else max(1, free_cores() - 1)
+def blas_threads(batch: int, shared: bool = False) -> int:
+    """Below BATCH_FOR_THREADS tunes two where a core is free beside the caller's (spare_core,
+    a snapshot that costs no wait), else one; a batch the free cores less the sampling
+    thread's.  ``shared``: the process samples in several threads at once (the studio's
+    workers), which share the cores already: one."""
+    if shared:
+        return 1
+    if batch < BATCH_FOR_THREADS:
+        return 2 if spare_core() else 1
+    return max(1, free_cores() - 1)
 
 
-def set_blas_threads(batch: int) -> int:
-    """Set the BLAS thread variables for a batch of ``batch`` tunes unless the user set them.
+def current_blas_threads() -> int:
+    """The BLAS threads this process runs with: the first of BLAS_VARS that is set (as
+    set_blas_threads leaves them), else OpenBLAS's default, one per core."""
+    for var in BLAS_VARS:
+        try:
+            return max(1, int(os.environ[var]))
+        except (KeyError, ValueError):
+            continue
+    return os.cpu_count() or 1
+
+
+def set_blas_threads(batch: int, shared: bool = False) -> int:
+    """Set the BLAS thread variables for a batch of ``batch`` tunes (``shared``: see
+    blas_threads) unless the user set them.
 
     Only effective before NumPy is first imported; returns the number chosen."""
-    n = blas_threads(batch)
+    n = blas_threads(batch, shared)
     for var in BLAS_VARS:
         os.environ.setdefault(var, str(n))
     return n

@@ -72,7 +72,7 @@ def serve(
     # One BLAS thread per worker: the workers already share the cores (abcgen.threads).
     from ..threads import set_blas_threads
 
-    set_blas_threads(1)
+    set_blas_threads(1, shared=True)
     if not 0 < port < 65536:
         fail("--port must be between 1 and 65535")
     if timeout <= 0:
