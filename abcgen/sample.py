@@ -187,6 +187,9 @@ class Model:
         self.name = path.parent.name if path.name == "model.npz" else path.stem
 
 
+NEG_INF = np.float64(-np.inf)
+
+
 def _filter_logits(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
     """Probabilities after temperature, top-k and nucleus (top-p) filtering; rows sum to 1."""
     z = logits / max(temperature, 1e-6)
@@ -229,6 +232,20 @@ def _draw_plain(z: np.ndarray, temperature: float, u: np.ndarray) -> np.ndarray:
     np.add.accumulate(z, axis=1, out=z)
     z[:, -1] = 1.0 + 1e-12
     return np.add.reduce(z < u[:, None], axis=1)
+
+
+def _draw_row(z: np.ndarray, temperature: float, u: float) -> int:
+    """``_draw_plain`` of one row (1-D, overwritten), without the per-axis bookkeeping of
+    the 2-D calls: the same reductions over the same contiguous row, so the same draw
+    (checked against it in the tests)."""
+    if temperature != 1.0:
+        z /= max(temperature, 1e-6)
+    z -= np.maximum.reduce(z)
+    np.exp(z, out=z)
+    z /= np.add.reduce(z)
+    np.add.accumulate(z, out=z)
+    z[-1] = 1.0 + 1e-12
+    return int(np.count_nonzero(z < u))
 
 
 # --------------------------------------------------------------------------
@@ -694,16 +711,20 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
                         pass
                 break
             before = active.tolist()
-            lg = logits.astype(np.float64)
-            if mask is not None:
-                lg = np.where(mask, lg, -np.inf)
-            elif steps >= budget:
+            if mask is not None:     # float64 (the -inf's type): the numbers of astype, in one call
+                lg = np.where(mask, logits, NEG_INF)
+            else:
+                lg = logits.astype(np.float64)
+            if mask is None and steps >= budget:
                 lg = np.full_like(lg, -np.inf)
                 lg[:, eos] = 0.0
-            u = np.array([rngs[i].random() for i in before])
-            if plain:
+            if plain and len(before) == 1:     # one row: the same numbers on its 1-D view
+                tok = np.array([_draw_row(lg[0], opts.temperature, rngs[before[0]].random())])
+            elif plain:
+                u = np.array([rngs[i].random() for i in before])
                 tok = _draw_plain(lg, opts.temperature, u)
             else:
+                u = np.array([rngs[i].random() for i in before])
                 tok = _draw(_filter_logits(lg, opts.temperature, opts.top_k, opts.top_p), u)
             toks = tok.tolist()
             keep = []
@@ -729,7 +750,7 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
                     if parts is not None and t in part_closers:
                         part_idx[i] += 1
                 mask = masks(active, steps)
-                if not mask[:, eos].any():
+                if pipe.thread is not None and not mask[:, eos].any():
                     pipe.rows_stay()          # no tune can end at the next draw
             logits = pipe.result()
             mask = wants_end(active, logits, mask)

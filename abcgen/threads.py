@@ -20,6 +20,7 @@ masks of a few tunes are a small share of a step, so they run in turn with the p
 from __future__ import annotations
 
 import os
+import time
 
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -37,7 +38,6 @@ def busy_cores(interval: float = 0.05) -> float | None:
     """How many cores other processes keep busy now, measured over ``interval`` seconds (None
     where /proc/stat is missing).  The load average would say it too, but it trails a process
     that has just started by up to a minute."""
-    import time
 
     try:
         a, own_a = _cpu_times(), _own_cpu()
@@ -94,11 +94,12 @@ def _own_running() -> int:
     return max(n, 1)
 
 
-def spare_core(reads: int = 5) -> bool:
+def spare_core(reads: int = 5, gap: float = 0.0) -> bool:
     """Is a core free beside the one the caller runs on, now?  From the count of threads
     ready to run, read a few times (a snapshot: free, unlike busy_cores' 50 ms; the median
     of the reads, so neither a kernel thread that runs at one read nor a busy process that
-    happens to wait at one changes the answer).  The
+    happens to wait at one changes the answer; ``gap`` seconds apart, so that neither does
+    a process that runs for a moment, such as the reader of this process's output).  The
     sampler asks it before it steps one tune's LSTM in a second thread: with no free core
     the two threads would take turns on one and add their handovers.  The caller's own
     threads do not count (a BLAS thread of its own may spin on after a product).  Where
@@ -107,7 +108,12 @@ def spare_core(reads: int = 5) -> bool:
     if cores < 2:
         return False
     try:
-        others = sorted(_running() - _own_running() for _ in range(reads))[reads // 2]
+        seen = []
+        for k in range(reads):
+            if k and gap:
+                time.sleep(gap)
+            seen.append(_running() - _own_running())
+        others = sorted(seen)[reads // 2]
     except (OSError, ValueError, IndexError):
         return True
     return others <= cores - 2
@@ -121,7 +127,7 @@ def blas_threads(batch: int, shared: bool = False) -> int:
     if shared:
         return 1
     if batch < BATCH_FOR_THREADS:
-        return 2 if spare_core() else 1
+        return 2 if spare_core(gap=0.003) else 1
     return max(1, free_cores() - 1)
 
 

@@ -122,6 +122,8 @@ def test_fused_draw_draws_what_filter_and_draw_draw(temperature, rows):
         want = S._draw(want_p, u)
         got = S._draw_plain(lg.copy(), temperature, u)
         assert got.tolist() == want.tolist()
+        # one row (the sampler's path for a single tune) on its 1-D view: the same draws
+        assert [S._draw_row(lg[j].copy(), temperature, float(u[j])) for j in range(rows)] == want.tolist()
 
 
 def test_cli_without_model_explains_and_imports_no_tensorflow(random_model):
@@ -491,3 +493,59 @@ def test_pipeline_hands_a_batch_over_before_the_masks(random_model):
             inline.submit(np.arange(rows) % 7 + 3, None)
             expect = inline.result()
         np.testing.assert_array_equal(logits, expect)
+
+
+def test_blas_threads_change_no_tune():
+    """One tune's recurrent product splits across two BLAS threads where a core is free
+    (abcgen.threads), a batch's across the free cores: the thread count the machine's load
+    picks must not change a tune.  The shipped model (512 units: products big enough for
+    OpenBLAS to split), one tune and a batch whose rows drop to one, in processes that differ
+    only in the thread count."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from abcgen.threads import BLAS_VARS
+
+    if not S.DEFAULT_MODEL.is_file():
+        pytest.skip("no shipped model in this checkout")
+    code = ("import json\n"
+            "from abcgen import sample as S\n"
+            "m = S.Model(S.DEFAULT_MODEL)\n"
+            "out = [S.sample(m, S.SampleOptions(count=c, seed=s, max_tokens=120))\n"
+            "       for c, s in ((1, 1), (1, 2), (5, 3))]\n"
+            "print(json.dumps(out))\n")
+    books = []
+    for n in ("1", "2"):
+        env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
+        env["OPENBLAS_NUM_THREADS"] = n
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        books.append(json.loads(r.stdout))
+    assert books[0] == books[1]
+    assert len({len(t) for t in books[0][2]}) > 1          # the batch's rows dropped on the way
+
+
+@pytest.mark.parametrize("count,blas,spare,want", [
+    (1, 1, True, True),      # one BLAS thread and a free core: the step beside the masks
+    (1, 1, False, False),    # no free core: in turn
+    (1, 2, True, False),     # two BLAS threads split the product over both cores: in turn
+    (3, 2, True, False),
+    (6, 1, False, True),     # a batch: the step thread always
+    (6, 2, True, True),
+])
+def test_step_thread_where_it_pays(random_model, monkeypatch, count, blas, spare, want):
+    m = S.Model(random_model)
+    seen = []
+    real = S._Pipeline
+
+    def spy(net, state, threaded):
+        seen.append(threaded)
+        return real(net, state, threaded)
+
+    monkeypatch.setattr(S, "_Pipeline", spy)
+    monkeypatch.setattr(S, "current_blas_threads", lambda: blas)
+    monkeypatch.setattr(S, "spare_core", lambda: spare)
+    S.sample(m, S.SampleOptions(count=count, seed=1, max_tokens=20))
+    assert seen == [want]

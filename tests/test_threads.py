@@ -23,7 +23,7 @@ from abcgen import threads
 def test_blas_threads(monkeypatch, cores, load, spare, batch, want):
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setattr(threads, "busy_cores", lambda: load)
-    monkeypatch.setattr(threads, "spare_core", lambda: spare)
+    monkeypatch.setattr(threads, "spare_core", lambda **kw: spare)
     assert threads.blas_threads(batch) == want
     assert threads.blas_threads(batch, shared=True) == 1     # the studio's workers share the cores
     # where the busy cores cannot be measured, the load average says the same
