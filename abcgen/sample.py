@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AbcgenError, InputError
-from .threads import current_blas_threads, spare_core
+from .threads import FEW_TUNES, current_blas_threads, spare_core
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
 # Steps past --max-tokens the closing moves get before the sampler ends a tune itself.
@@ -46,7 +46,7 @@ SAMPLE_BATCH = 64
 # From this many tunes on (with the mask on), the LSTM step runs in a thread beside the state
 # machines; below, only where a core is free for it (threads.spare_core) and BLAS does not
 # take that core already (two BLAS threads split a few tunes' product: threads.blas_threads).
-OVERLAP_MIN_BATCH = 4
+OVERLAP_MIN_BATCH = FEW_TUNES
 
 
 @dataclass

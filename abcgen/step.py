@@ -28,6 +28,9 @@ FORMAT_VERSION = 1
 
 State = list[tuple[np.ndarray, np.ndarray]]
 
+# Below this many rows, layer 0's recurrent product is made row by row (_recurrent_into).
+ROW_BY_ROW = 4
+
 
 # --------------------------------------------------------------------------
 # Probability helpers
@@ -434,12 +437,18 @@ class NumpyLSTM:
         (BLAS's untransposed gemv), which splits across BLAS threads so that each core
         streams only its share of the rows, from its own cache (on two cores 40 us against
         150 us on one; the row-major gemv of ``h0 @ kernel`` splits less well, 55 us).  The
-        copy is made at the first single row.  Both forms are exact to float32 rounding,
-        the same numbers for any number of BLAS threads."""
-        if h0.shape[0] == 1:
+        copy is made at the first such row.  A few rows (below ROW_BY_ROW) are made one by
+        one the same way: OpenBLAS's product of 2 or 3 rows costs nearly a full batch's
+        (on two threads 2 rows 202 us, 3 rows 208 us; row by row 83 and 119 us), and each
+        row then has the numbers it has alone (the deeper layers and output_layer do the
+        same).  All forms are exact to float32 rounding, the same numbers for any number
+        of BLAS threads."""
+        rows = h0.shape[0]
+        if rows < ROW_BY_ROW:
             if self._rec0T is None:
                 self._rec0T = np.ascontiguousarray(self._rec0.T)
-            np.dot(self._rec0T, h0[0], out=z[0])
+            for i in range(rows):
+                np.dot(self._rec0T, h0[i], out=z[i])
         else:
             np.matmul(h0, self._rec0, out=z)
 
@@ -460,7 +469,10 @@ class NumpyLSTM:
         without an output layer)."""
         if self._out_kernel is None:
             return h.copy()
-        logits = h @ self._out_kernel
+        if 1 < h.shape[0] < ROW_BY_ROW:      # a few rows one by one, as _recurrent_into
+            logits = np.concatenate([h[i:i + 1] @ self._out_kernel for i in range(h.shape[0])])
+        else:
+            logits = h @ self._out_kernel
         logits += self._out_bias
         return logits
 
@@ -492,7 +504,12 @@ class NumpyLSTM:
             h_prev, c_prev = state[layer]
             xh[:, :H] = h
             xh[:, H:] = h_prev
-            np.matmul(xh, self._fused[layer], out=z)
+            rows = xh.shape[0]
+            if 1 < rows < ROW_BY_ROW:          # one by one, as _recurrent_into
+                for i in range(rows):
+                    np.matmul(xh[i:i + 1], self._fused[layer], out=z[i:i + 1])
+            else:
+                np.matmul(xh, self._fused[layer], out=z)
             z += self._bias[layer]
             h, c = self._cell(z, c_prev, tmp)
             new_state.append((h, c))

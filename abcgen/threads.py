@@ -24,7 +24,10 @@ import time
 
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-#: From this many tunes at once, a batch (blas_threads): below, a few tunes.
+#: Below this many tunes the sampler steps the LSTM in turn with the masks, and two BLAS
+#: threads split the products where a core is free (abcgen.sample.OVERLAP_MIN_BATCH).
+FEW_TUNES = 4
+#: From this many tunes at once, a batch: the free cores less the sampling thread's.
 BATCH_FOR_THREADS = 8
 
 
@@ -120,14 +123,18 @@ def spare_core(reads: int = 5, gap: float = 0.0) -> bool:
 
 
 def blas_threads(batch: int, shared: bool = False) -> int:
-    """Below BATCH_FOR_THREADS tunes two where a core is free beside the caller's (spare_core,
-    a snapshot that costs no wait), else one; a batch the free cores less the sampling
-    thread's.  ``shared``: the process samples in several threads at once (the studio's
-    workers), which share the cores already: one."""
+    """Below FEW_TUNES tunes two where a core is free beside the caller's (spare_core, reads
+    over 12 ms), else one; up to BATCH_FOR_THREADS one (the step thread runs beside the
+    sampling thread: on two cores, two BLAS threads more made 5 and 7 tunes 6 % and 21 %
+    slower); a batch the free cores less the sampling thread's.  ``shared``: the process
+    samples in several threads at once (the studio's workers), which share the cores
+    already: one."""
     if shared:
         return 1
-    if batch < BATCH_FOR_THREADS:
+    if batch < FEW_TUNES:
         return 2 if spare_core(gap=0.003) else 1
+    if batch < BATCH_FOR_THREADS:
+        return 1
     return max(1, free_cores() - 1)
 
 

@@ -473,3 +473,28 @@ def test_step_halves_give_step_numbers_exactly(exported, batch):
             np.testing.assert_array_equal(ha, hb)
             np.testing.assert_array_equal(ca, cb)
             np.testing.assert_array_equal(ha, hc)
+
+
+@pytest.mark.parametrize("rows", [2, 3])
+def test_a_few_rows_step_as_each_alone(exported, rows):
+    """Below ROW_BY_ROW rows the products are made row by row: each row of a step of a few
+    has exactly the numbers of that row stepped alone (so a tune of a book of two or three
+    is the tune sampled alone, to the bit), and a full batch agrees to float32 rounding."""
+    from abcgen.step import ROW_BY_ROW
+
+    _, net, _ = exported
+    assert rows < ROW_BY_ROW
+    rng = np.random.default_rng(rows)
+    state = [(rng.standard_normal((rows, HIDDEN)).astype(np.float32),
+              rng.standard_normal((rows, HIDDEN)).astype(np.float32)) for _ in range(net.layers)]
+    tok = rng.integers(0, VOCAB, rows)
+    logits, new = net.step(tok, state)
+    for i in range(rows):
+        one, s1 = net.step(tok[i:i + 1], [(h[i:i + 1].copy(), c[i:i + 1].copy()) for h, c in state])
+        np.testing.assert_array_equal(one[0], logits[i])
+        for (h1, c1), (h, c) in zip(s1, new):
+            np.testing.assert_array_equal(h1[0], h[i])
+            np.testing.assert_array_equal(c1[0], c[i])
+    wide = [(np.concatenate([h] * ROW_BY_ROW), np.concatenate([c] * ROW_BY_ROW)) for h, c in state]
+    big, _ = net.step(np.concatenate([tok] * ROW_BY_ROW), wide)
+    np.testing.assert_allclose(big[:rows], logits, atol=1e-5)

@@ -12,8 +12,10 @@ from abcgen import threads
 @pytest.mark.parametrize("cores,load,spare,batch,want", [
     (2, 0.0, True, 1, 2),      # one tune, a core free beside it: two split its product
     (2, 0.0, False, 1, 1),     # ... none free: one
-    (2, 0.0, True, 7, 2),
-    (16, 0.0, True, 7, 2),     # a few tunes: two at most
+    (2, 0.0, True, 3, 2),
+    (16, 0.0, True, 3, 2),     # a few tunes: two at most
+    (2, 0.0, True, 4, 1),      # from four tunes the step thread runs beside the masks: one
+    (16, 0.0, True, 7, 1),
     (2, 0.0, True, 64, 1),     # a batch on two idle cores: one, the other runs the sampling thread
     (4, 0.0, True, 64, 3),     # every core but the sampling thread's
     (2, 1.2, False, 64, 1),    # another busy process: still one
