@@ -2,19 +2,19 @@
 
 Two BLAS threads on two cores that another process keeps busy spin against each other (a
 64 x 512 by 512 x 2048 product went from about 1 ms to 26 ms): threads only on free cores.
-A batch's sampler runs its LSTM step in a thread of its own while its
-sampling thread builds the masks (abcgen.sample._Pipeline), so that thread keeps a core busy as
-the product runs.  So a batch of 8 tunes or more gets one thread per core that other processes
-leave free (measured over 50 ms), less the core of the sampling thread, at least one.  On two
-idle cores, `OPENBLAS_NUM_THREADS=1 abcgen bench sample --model default` gave 25,100-27,100
-tokens/s at 64 tunes, two threads 17,100-18,700.
 
-A few tunes are the other way round: their product is a matrix-vector one, bound by memory
+A batch (FEW_TUNES tunes or more) runs its LSTM step in a thread of its own while its sampling
+thread builds the masks (abcgen.sample._Pipeline), so that thread keeps a core busy as the
+product runs.  So from BATCH_FOR_THREADS tunes one BLAS thread per core that other processes
+leave free (measured over 50 ms), less the core of the sampling thread, at least one; below
+it one.  On two idle cores, `OPENBLAS_NUM_THREADS=1 abcgen bench sample --model default` gave
+25,100-27,100 tokens/s at 64 tunes, two threads 17,100-18,700.
+
+One to three tunes are the other way round: their product is matrix-vector, bound by memory
 (the 4 MB recurrent kernel streamed once a token), and split across two cores each streams
-half of it from its own cache: 40 us against 150 us on one (NumpyLSTM._recurrent_into).  The
-masks of a few tunes are a small share of a step, so they run in turn with the product
-(no step thread) and two BLAS threads take both cores, where the second is free now
-(spare_core); where it is not, one.
+half of it: 40 us against 150 us on one (NumpyLSTM._recurrent_into).  The masks of a few tunes
+are a small share of a step, so they run in turn with the product (no step thread) and two
+BLAS threads take both cores, where the second is free now (spare_core); where it is not, one.
 """
 
 from __future__ import annotations
