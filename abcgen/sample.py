@@ -688,8 +688,8 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     # so where no row can drop out it starts as soon as the last step is done, before the
     # draw (_Pipeline).  One or a few tunes step in the thread only where a core is free for
     # it and BLAS runs one thread (with two, it splits their product over both cores, and
-    # the step runs in turn with the masks: faster, as their masks are few).  Nothing random happens in the thread, so the output is the same byte for byte
-    # either way.
+    # the step runs in turn with the masks: faster, as their masks are few).  Nothing random
+    # happens in the thread, so the output is the same byte for byte either way.
     threaded = cons is not None and (n >= OVERLAP_MIN_BATCH or (
         current_blas_threads() == 1 and spare_core()))
     pipe = _Pipeline(model.net, state, threaded=threaded)

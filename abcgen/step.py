@@ -286,7 +286,7 @@ class NumpyLSTM:
         self._table0 = (None if self.dense else
                         np.ascontiguousarray(w["embedding"] @ k0 + b0, dtype=np.float32))
         self._rec0 = _prepare_gates(w["lstm_0/recurrent_kernel"], H)
-        self._rec0T: np.ndarray | None = None      # made at the first single row (_recurrent_into)
+        self._rec0T: np.ndarray | None = None      # made at the first few rows (_recurrent_into)
         # Keep the plain per-part matrices too: run() multiplies whole
         # sequences by the input kernels at once.
         self._kernel = [k0]

@@ -41,7 +41,6 @@ def busy_cores(interval: float = 0.05) -> float | None:
     """How many cores other processes keep busy now, measured over ``interval`` seconds (None
     where /proc/stat is missing).  The load average would say it too, but it trails a process
     that has just started by up to a minute."""
-
     try:
         a, own_a = _cpu_times(), _own_cpu()
         time.sleep(interval)
