@@ -138,15 +138,16 @@ def bench_sample(*, corpus: str = "folk", hidden: int = 512, layers: int = 1, to
     r = {"hidden": hidden, "layers": layers, "vocab": len(vocab), "model": str(npz)}
 
     # Each batch size is timed in its own process with the BLAS threads `abcgen sample`
-    # would choose for it (abcgen.threads: one below 8 tunes, else the cores other
-    # processes leave free), unless the environment sets them: threads are fixed when
-    # NumPy loads, and one count for both sizes would misstate one of them.
-    for count in (1, 64):
+    # would choose for it (abcgen.threads), unless the environment sets them: threads are
+    # fixed when NumPy loads, and one count for all sizes would misstate some.
+    # 256 tunes: a book longer than the batch, whose waiting tunes take the rows of ended ones
+    for count in (1, 64, 256):
         c = _rates_in_child(npz, count, tokens, min_tokens)
         r[f"numpy_{count}_tokens_per_s"] = c["tokens_per_s"]
         r[f"step_only_{count}_tokens_per_s"] = c["step_only_tokens_per_s"]
         r[f"blas_threads_{count}"] = c["blas_threads"]
-        log(f"NumPy sampler with the ABC mask, {count} tune{'s' if count > 1 else ''}: "
+        at_once = f" ({S.SAMPLE_BATCH} at once)" if count > S.SAMPLE_BATCH else ""
+        log(f"NumPy sampler with the ABC mask, {count} tune{'s' if count > 1 else ''}{at_once}: "
             f"{c['tokens_per_s']:,.0f} tokens/s ({c['tokens']} tokens); the LSTM step alone: "
             f"{c['step_only_tokens_per_s']:,.0f} ({c['blas_threads']} BLAS thread{'s' if c['blas_threads'] != '1' else ''})")
     if kmodel is None:
@@ -215,15 +216,16 @@ def sampler_rates(npz: str, count: int, tokens: int = 400, min_tokens: int = 200
         n += sum(len(vocab.encode(t, add_markers=False)) for t in texts)
         seed += 1
     steps = max(20, min_tokens // 8)
+    rows = min(count, S.SAMPLE_BATCH)           # a longer book runs that many rows at once
     _, state = m.net.run(np.asarray([vocab.bos_id], dtype=np.int64))
-    state = [(np.repeat(h, count, axis=0), np.repeat(c, count, axis=0)) for h, c in state]
-    tok = np.full(count, vocab.bos_id, dtype=np.int64)
+    state = [(np.repeat(h, rows, axis=0), np.repeat(c, rows, axis=0)) for h, c in state]
+    tok = np.full(rows, vocab.bos_id, dtype=np.int64)
     m.net.step(tok, state)
     t0 = time.perf_counter()
     for _ in range(steps):
         logits, state = m.net.step(tok, state)
         tok = np.asarray(logits).argmax(axis=-1).astype(np.int64)
-    step_only = count * steps / (time.perf_counter() - t0)
+    step_only = rows * steps / (time.perf_counter() - t0)
     return {"tokens_per_s": n / dt, "tokens": n, "step_only_tokens_per_s": step_only}
 
 

@@ -2,7 +2,8 @@
 
 This module never imports TensorFlow (or music21): ``abcgen sample`` loads a
 ``model.npz`` (weights and vocabulary, no pickle), steps the LSTM in NumPy for
-all requested tunes at once, and masks every next-token distribution with the
+the requested tunes at once (up to SAMPLE_BATCH; a longer book refills the rows of
+ended tunes), and masks every next-token distribution with the
 ABC state machine of ``abc.grammar`` so each tune is valid ABC whose complete
 bars have the meter's length.
 
@@ -40,8 +41,9 @@ DEFAULT_MODEL = Path(__file__).parent / "models" / "default.npz"
 CLOSING_STEPS = 1500
 # Above this the distribution is all but uniform: noise, not tunes (and the studio's bound too).
 MAX_TEMPERATURE = 5.0
-# -n above this is sampled in batches of this many tunes, one after the other (memory flat in -n);
-# every tune has its own generator (tune_seed), so the batches change no tune.
+# At most this many tunes are sampled at once; in a longer book a waiting tune takes the row of
+# one that ended (memory flat in -n).  Every tune has its own generator (tune_seed), so the
+# rows change no tune.
 SAMPLE_BATCH = 64
 # From this many tunes on (with the mask on), the LSTM step runs in a thread beside the state
 # machines; below, only where a core is free for it (threads.spare_core) and BLAS does not
@@ -534,38 +536,57 @@ def sample(model: Model, opts: SampleOptions, deadline: float | None = None) -> 
         raise InputError("--meter, --unit and --key other than in that order (M:, L:, K:) need the "
                          "constraints (drop --no-constraints)")
 
-    # Batches of at most SAMPLE_BATCH tunes, one after the other: memory stays that of one
-    # batch however many tunes are asked for.
-    out: list[str] = []
-    for start in range(0, opts.count, SAMPLE_BATCH):
-        out.extend(_sample_batch(model, opts, seeds[start:start + SAMPLE_BATCH], head_ids, c0,
-                                 deadline))
-    return out
+    return _sample_batch(model, opts, seeds, head_ids, c0, deadline)
 
 
 def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids: list[int], c0,
                   deadline: float | None) -> list[str]:
-    """The tunes of ``seeds`` sampled as one batch (the body of :func:`sample`)."""
+    """The tunes of ``seeds`` (the body of :func:`sample`), at most SAMPLE_BATCH at once: where
+    tunes end and more are waiting, the next ones take their rows, so a long book keeps the
+    batch full (memory stays that of one batch however many tunes are asked for)."""
     vocab = model.vocab
     n = len(seeds)
-    rngs = [np.random.default_rng(x) for x in seeds]
+    width = min(n, SAMPLE_BATCH)
     bos, eos = vocab.bos_id, vocab.eos_id
-    cons = None if c0 is None else [c0.copy() for _ in range(n)]
-
-    # Each tune's length target in bar lines, drawn from its own generator (not the one
-    # of its tokens).
+    # Per tune, set as it starts (start()): its generator, state machine, length target
+    # in bar lines (drawn from a generator of its own, not the one of its tokens), tokens,
+    # tokens drawn so far, closing flag and --form part.
+    rngs: list = [None] * n
+    cons: list | None = None if c0 is None else [None] * n
     targets: list = [opts.bars] * n
-    if opts.bars is None:
-        target_rngs = [np.random.default_rng([x, 1]) for x in seeds]
-
-    # Feed <s> + the forced prefix once and share the state across the batch.
-    logits, state = model.net.run(np.asarray([bos] + head_ids, dtype=np.int64))
-    logits = np.repeat(np.asarray(logits).reshape(1, -1), n, axis=0)
-    state = [(np.repeat(h, n, axis=0), np.repeat(c, n, axis=0)) for h, c in state]
-    out = [list(head_ids) for _ in range(n)]
-    active = np.arange(n)
-    budget = max(opts.max_tokens - len(head_ids), 1)
+    target_rngs: list = [None] * n
+    out: list = [None] * n
+    drawn = [0] * n
     closing = [False] * n
+
+    # Feed <s> + the forced prefix once; every tune starts from its state and logits.
+    head_logits, head_state = model.net.run(np.asarray([bos] + head_ids, dtype=np.int64))
+    head_logits = np.asarray(head_logits).reshape(1, -1)
+    budget = max(opts.max_tokens - len(head_ids), 1)
+
+    def start(ids) -> None:
+        for i in ids:
+            rngs[i] = np.random.default_rng(seeds[i])
+            if cons is not None:
+                cons[i] = c0.copy()
+            if opts.bars is None:
+                target_rngs[i] = np.random.default_rng([seeds[i], 1])
+            out[i] = list(head_ids)
+
+    def done(i) -> None:
+        """A tune ended: its text kept, what it sampled with let go (memory flat in -n)."""
+        texts[i] = vocab.decode(out[i])
+        out[i] = rngs[i] = target_rngs[i] = None
+        if cons is not None:
+            cons[i] = None
+
+    texts: list = [None] * n
+
+    active = np.arange(width)
+    start(range(width))
+    waiting = width                   # the next tune to start
+    logits = np.repeat(head_logits, width, axis=0)
+    state = [(np.repeat(h, width, axis=0), np.repeat(c, width, axis=0)) for h, c in head_state]
     final_ids = np.asarray([i for i, x in enumerate(vocab.symbols) if x == "|]"], dtype=np.int64)
     part_closers = {i for i, x in enumerate(vocab.symbols) if x in (":|", "||", "|]")}
 
@@ -622,10 +643,12 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     def has_end(row) -> bool:
         hit = ends_of.get(id(row))
         if hit is None or hit[0] is not row:
+            if len(ends_of) >= 4096:      # it holds its rows: bounded, as a long book meets many
+                ends_of.clear()
             hit = ends_of[id(row)] = (row, bool(row[eos]) or bool(row[final_ids].any()))
         return hit[1]
 
-    def masks(active, steps):
+    def masks(active):
         """The mask rows of the active tunes, stacked (a fresh array: wants_end writes to it)."""
         if cons is None:
             return None
@@ -635,13 +658,13 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
             c = cons[i]
             if parts is not None:
                 p = part_idx[i]
-                if not closing[i] and (steps >= budget or p >= len(parts) or (
+                if not closing[i] and (drawn[i] >= budget or p >= len(parts) or (
                         p == len(parts) - 1 and c.at_bar and c.part_bars + 1 >= opts.part_bars)):
                     closing[i] = True
                 rows.append(form_row(i, c.mask_view(closing[i])))
                 continue
             if not closing[i]:
-                if steps >= budget:
+                if drawn[i] >= budget:
                     closing[i] = True
                 elif c.at_bar:
                     if targets[i] is None and c.bar_length() is not None:
@@ -690,10 +713,10 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     # it and BLAS runs one thread (with two, it splits their product over both cores, and
     # the step runs in turn with the masks: faster, as their masks are few).  Nothing random
     # happens in the thread, so the output is the same byte for byte either way.
-    threaded = cons is not None and (n >= OVERLAP_MIN_BATCH or (
+    threaded = cons is not None and (width >= OVERLAP_MIN_BATCH or (
         current_blas_threads() == 1 and spare_core()))
-    pipe = _Pipeline(model.net, state, threaded=threaded)
-    mask = masks(active, 0)
+    pipe = _Pipeline(model.net, state, threaded=threaded, head=(head_logits, head_state))
+    mask = masks(active)
     mask = wants_end(active, logits, mask)
     steps = 0
     plain = not opts.top_k and opts.top_p >= 1.0      # no top-k or top-p filter: _draw_plain
@@ -701,23 +724,25 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
         while len(active):
             if deadline is not None and time.monotonic() > deadline:
                 raise SamplingTimeout(f"sampling stopped after {steps} steps: it ran past its time limit")
+            before = active.tolist()
+            forced = set()
             if cons is not None and steps >= budget + CLOSING_STEPS:
                 # the closing moves have not ended these tunes (a rare state the model keeps
                 # steering around): end each the one deterministic way, or as it stands
-                for i in active.tolist():
+                forced = {i for i in before if drawn[i] >= budget + CLOSING_STEPS}
+                for i in forced:
                     try:
                         out[i].extend(t for t in cons[i].force_end_tokens() if t != eos)
                     except RuntimeError:
                         pass
-                break
-            before = active.tolist()
             if mask is not None:     # float64 (the -inf's type): the numbers of astype, in one call
                 lg = np.where(mask, logits, NEG_INF)
             else:
                 lg = logits.astype(np.float64)
-            if mask is None and steps >= budget:
-                lg = np.full_like(lg, -np.inf)
-                lg[:, eos] = 0.0
+            if mask is None and steps >= budget:      # at the length cap only </s>
+                over = [j for j, i in enumerate(before) if drawn[i] >= budget]
+                lg[over] = -np.inf
+                lg[over, eos] = 0.0
             if plain and len(before) == 1:     # one row: the same numbers on its 1-D view
                 tok = np.array([_draw_row(lg[0], opts.temperature, rngs[before[0]].random())])
             elif plain:
@@ -730,17 +755,34 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
             keep = []
             for j, i in enumerate(before):
                 t = toks[j]
-                if t == eos:
+                if t == eos or i in forced:
+                    done(i)
                     continue
                 out[i].append(t)
+                drawn[i] += 1
                 keep.append(j)
             steps += 1
+            # tunes waiting take the rows of those that ended
+            add = min(width - len(keep), n - waiting)
+            new = np.arange(waiting, waiting + add)
+            start(new.tolist())
+            waiting += add
             if not keep:
-                break
-            if len(keep) < len(before):       # some tunes ended: drop their rows
+                if not add:
+                    break
+                # every row ended at once: the new tunes start as the first ones did
+                pipe.close()
+                active = new
+                logits = np.repeat(head_logits, add, axis=0)
+                pipe = _Pipeline(model.net, [(np.repeat(h, add, axis=0), np.repeat(c, add, axis=0))
+                                             for h, c in head_state],
+                                 threaded=threaded, head=(head_logits, head_state))
+                mask = wants_end(active, logits, masks(active))
+                continue
+            if len(keep) < len(before):       # some tunes ended: drop their rows (and add)
                 sel = np.asarray(keep)
-                active = active[sel]
-                pipe.submit(tok[sel], sel)
+                active = np.concatenate([active[sel], new]) if add else active[sel]
+                pipe.submit(tok[sel], sel, add)
             else:
                 pipe.submit(tok, None)
             if cons is not None:
@@ -749,22 +791,27 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
                     cons[i].advance(t)
                     if parts is not None and t in part_closers:
                         part_idx[i] += 1
-                mask = masks(active, steps)
+                mask = masks(active)
                 if pipe.thread is not None and not mask[:, eos].any():
                     pipe.rows_stay()          # no tune can end at the next draw
             logits = pipe.result()
             mask = wants_end(active, logits, mask)
     finally:
         pipe.close()
-    return [vocab.decode(ids) for ids in out]
+    for i in active.tolist():
+        if texts[i] is None:
+            done(i)
+    return texts
 
 
 class _Pipeline:
     """The LSTM steps of a sampling, in a worker thread or inline.
 
-    ``submit(tokens, sel)`` gives the drawn tokens (and, where tunes ended, the rows
-    ``sel`` that go on); ``result()`` returns the next logits.  Inline (no thread) each
-    step is ``NumpyLSTM.step_ids``.  Only the worker touches the net's scratch buffers.
+    ``submit(tokens, sel, add)`` gives the drawn tokens (and, where tunes ended, the rows
+    ``sel`` that go on, and the number of new tunes that take rows after them, ``add``:
+    they start from ``head``, the logits and state after the header); ``result()`` returns
+    the next logits.  Inline (no thread) each step is ``NumpyLSTM.step_ids``.  Only the
+    worker touches the net's scratch buffers.
 
     Threaded, the two threads share one GIL, and only the step's big product, the
     recurrent one (``NumpyLSTM.recurrent``), runs without it.  So the product must be
@@ -793,9 +840,10 @@ class _Pipeline:
     # Seconds submit() waits at most for the worker to start the product.
     ACK_WAIT = 0.0005
 
-    def __init__(self, net, state, threaded: bool):
+    def __init__(self, net, state, threaded: bool, head=None):
         self.net = net
         self.state = state
+        self.head = head               # (logits (1, V), state) that new tunes start from
         self.thread = None
         self.pending = None
         self.owed = False              # an ack not waited for (ACK_WAIT ran out)
@@ -825,7 +873,7 @@ class _Pipeline:
                 item = inbox.get()
                 if item is None:
                     return
-                tokens, sel = item
+                tokens, sel, add = item
                 if sel is not None:
                     state = [(h[sel], c[sel]) for h, c in state]
                 if sel is not None or not started:
@@ -833,8 +881,10 @@ class _Pipeline:
                     net.recurrent(state)
                 # a few tunes: hand over the top h, the sampling thread makes the logits (for a
                 # batch, measured side by side, no faster: that thread has the masks to build)
-                own = len(tokens) <= few
+                own = len(tokens) <= few and not add
                 out, state = net.finish(tokens, state, output=not own)   # own: the top h
+                if add:
+                    out, state = self._join(out, state, add)
                 done += 1
                 started = len(tokens) <= few or self.stay == done
                 outbox.put((out, own, started, None))
@@ -852,13 +902,22 @@ class _Pipeline:
         the tokens come (where it has not handed the step over yet)."""
         self.stay = self.submitted
 
-    def submit(self, tokens, sel) -> None:
+    def _join(self, logits, state, add: int):
+        """Logits and state with ``add`` new tunes' rows after them (the header's)."""
+        head_logits, head_state = self.head
+        logits = np.concatenate([logits, np.repeat(head_logits, add, axis=0)])
+        state = [(np.concatenate([h, np.repeat(h0, add, axis=0)]),
+                  np.concatenate([c, np.repeat(c0, add, axis=0)]))
+                 for (h, c), (h0, c0) in zip(state, head_state)]
+        return logits, state
+
+    def submit(self, tokens, sel, add: int = 0) -> None:
         self.submitted += 1
         if self.thread is not None:
             if self.owed:              # released long since: before the output result() took
                 self.ack.acquire()
                 self.owed = False
-            self.inbox.put((tokens, sel))
+            self.inbox.put((tokens, sel, add))
             if sel is not None or not self.started:
                 # not for long: where no core is free the worker may not run for a while,
                 # and this thread's Python work is better done meanwhile than waited out
@@ -867,6 +926,8 @@ class _Pipeline:
         if sel is not None:
             self.state = [(h[sel], c[sel]) for h, c in self.state]
         self.pending, self.state = self.net.step_ids(tokens, self.state)
+        if add:
+            self.pending, self.state = self._join(self.pending, self.state, add)
 
     def result(self):
         if self.thread is None:

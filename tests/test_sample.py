@@ -540,12 +540,59 @@ def test_step_thread_where_it_pays(random_model, monkeypatch, count, blas, spare
     seen = []
     real = S._Pipeline
 
-    def spy(net, state, threaded):
+    def spy(net, state, threaded, **kw):
         seen.append(threaded)
-        return real(net, state, threaded)
+        return real(net, state, threaded, **kw)
 
     monkeypatch.setattr(S, "_Pipeline", spy)
     monkeypatch.setattr(S, "current_blas_threads", lambda: blas)
     monkeypatch.setattr(S, "spare_core", lambda: spare)
     S.sample(m, S.SampleOptions(count=count, seed=1, max_tokens=20))
     assert seen == [want]
+
+
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_waiting_tunes_take_the_rows_of_ended_ones(random_model, monkeypatch, width):
+    """A book longer than the batch keeps the batch full: as tunes end the next ones take
+    their rows (with width 1 every row ends at once and the next tune starts afresh), and each
+    tune is the one a wide batch makes, in the step thread or in turn."""
+    m = S.Model(random_model)
+    opts = S.SampleOptions(count=7, seed=3, max_tokens=60)
+    wide = S.sample(m, opts)
+    assert len(set(wide)) == 7 and len({len(t) for t in wide}) > 1
+    monkeypatch.setattr(S, "SAMPLE_BATCH", width)
+    rows = []
+    real = S._Pipeline.submit
+
+    def spy(self, tokens, sel, add=0):
+        rows.append(len(tokens) + add)
+        return real(self, tokens, sel, add)
+
+    monkeypatch.setattr(S._Pipeline, "submit", spy)
+    for overlap in (1, 10**6):                 # the step thread, then in turn
+        monkeypatch.setattr(S, "OVERLAP_MIN_BATCH", overlap)
+        monkeypatch.setattr(S, "spare_core", lambda: False)
+        rows.clear()
+        assert S.sample(m, opts) == wide
+        assert max(rows) <= width
+        if width > 1:       # the batch stayed full while tunes waited
+            assert rows[:20] == [width] * 20
+
+
+def test_the_forced_end_ends_only_the_tunes_that_reach_it(random_model, monkeypatch):
+    """Past --max-tokens plus the closing steps a tune is ended the deterministic way; with
+    rows refilled, tunes started later are not ended with it."""
+    m = S.Model(random_model)
+    monkeypatch.setattr(S, "CLOSING_STEPS", 0)
+    monkeypatch.setattr(S, "SAMPLE_BATCH", 2)
+    opts = S.SampleOptions(count=5, seed=4, max_tokens=30)
+    texts = S.sample(m, opts)
+    monkeypatch.setattr(S, "SAMPLE_BATCH", 64)
+    assert S.sample(m, opts) == texts
+    from abcgen.abc.grammar import AbcConstraint, Form
+
+    for t in texts:                       # each a whole tune the grammar accepts to its end
+        c = AbcConstraint(m.vocab, Form())
+        c.reset()
+        c.advance_all(m.vocab.encode(t, add_markers=False))
+        assert c.allowed()[m.vocab.eos_id]
