@@ -582,11 +582,11 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
 
     texts: list = [None] * n
 
+    head = (head_logits, head_state)
     active = np.arange(width)
     start(range(width))
     waiting = width                   # the next tune to start
-    logits = np.repeat(head_logits, width, axis=0)
-    state = [(np.repeat(h, width, axis=0), np.repeat(c, width, axis=0)) for h, c in head_state]
+    logits, state = _header_rows(head, width)
     final_ids = np.asarray([i for i, x in enumerate(vocab.symbols) if x == "|]"], dtype=np.int64)
     part_closers = {i for i, x in enumerate(vocab.symbols) if x in (":|", "||", "|]")}
 
@@ -715,7 +715,7 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
     # happens in the thread, so the output is the same byte for byte either way.
     threaded = cons is not None and (width >= OVERLAP_MIN_BATCH or (
         current_blas_threads() == 1 and spare_core()))
-    pipe = _Pipeline(model.net, state, threaded=threaded, head=(head_logits, head_state))
+    pipe = _Pipeline(model.net, state, threaded=threaded, head=head)
     mask = masks(active)
     mask = wants_end(active, logits, mask)
     steps = 0
@@ -764,19 +764,18 @@ def _sample_batch(model: Model, opts: SampleOptions, seeds: list[int], head_ids:
             steps += 1
             # tunes waiting take the rows of those that ended
             add = min(width - len(keep), n - waiting)
-            new = np.arange(waiting, waiting + add)
-            start(new.tolist())
-            waiting += add
+            if add:
+                new = np.arange(waiting, waiting + add)
+                start(new.tolist())
+                waiting += add
             if not keep:
                 if not add:
                     break
                 # every row ended at once: the new tunes start as the first ones did
                 pipe.close()
                 active = new
-                logits = np.repeat(head_logits, add, axis=0)
-                pipe = _Pipeline(model.net, [(np.repeat(h, add, axis=0), np.repeat(c, add, axis=0))
-                                             for h, c in head_state],
-                                 threaded=threaded, head=(head_logits, head_state))
+                logits, state = _header_rows(head, add)
+                pipe = _Pipeline(model.net, state, threaded=threaded, head=head)
                 mask = wants_end(active, logits, masks(active))
                 continue
             if len(keep) < len(before):       # some tunes ended: drop their rows (and add)
@@ -904,11 +903,10 @@ class _Pipeline:
 
     def _join(self, logits, state, add: int):
         """Logits and state with ``add`` new tunes' rows after them (the header's)."""
-        head_logits, head_state = self.head
-        logits = np.concatenate([logits, np.repeat(head_logits, add, axis=0)])
-        state = [(np.concatenate([h, np.repeat(h0, add, axis=0)]),
-                  np.concatenate([c, np.repeat(c0, add, axis=0)]))
-                 for (h, c), (h0, c0) in zip(state, head_state)]
+        new_logits, new_state = _header_rows(self.head, add)
+        logits = np.concatenate([logits, new_logits])
+        state = [(np.concatenate([h, h0]), np.concatenate([c, c0]))
+                 for (h, c), (h0, c0) in zip(state, new_state)]
         return logits, state
 
     def submit(self, tokens, sel, add: int = 0) -> None:
@@ -942,6 +940,13 @@ class _Pipeline:
         if self.thread is not None:
             self.inbox.put(None)
             self.thread.join()
+
+
+def _header_rows(head, k: int):
+    """``k`` rows of the header's logits and LSTM state (``head``), for tunes that start."""
+    head_logits, head_state = head
+    return (np.repeat(head_logits, k, axis=0),
+            [(np.repeat(h, k, axis=0), np.repeat(c, k, axis=0)) for h, c in head_state])
 
 
 def _meter_of(vocab, ids: list[int]) -> str | None:
